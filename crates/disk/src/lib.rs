@@ -1,0 +1,1 @@
+//! disk: see the crate description in Cargo.toml.

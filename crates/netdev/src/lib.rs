@@ -1,0 +1,1 @@
+//! netdev: see the crate description in Cargo.toml.

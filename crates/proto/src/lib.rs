@@ -1,0 +1,1 @@
+//! proto: see the crate description in Cargo.toml.

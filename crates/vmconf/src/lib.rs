@@ -1,0 +1,1 @@
+//! vmconf: see the crate description in Cargo.toml.

@@ -1,0 +1,1 @@
+//! vmm: see the crate description in Cargo.toml.
