@@ -20,7 +20,11 @@ fn main() {
         .collect();
     sources.sort();
     for source in sources {
-        let name = source.file_stem().expect("a file name").to_string_lossy().into_owned();
+        let name = source
+            .file_stem()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
         let output = out_dir.join(format!("{name}.elf"));
         let status = Command::new("gcc")
             .args([

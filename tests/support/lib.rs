@@ -52,7 +52,9 @@ pub fn run_tiny(name: &str, cmdline: &str, vcpus: u8) -> TinyRun {
         },
     )
     .unwrap_or_else(|e| panic!("cannot build the VM for {name}: {e}"));
-    let exit = vm.run().unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let exit = vm
+        .run()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     let console = String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
     TinyRun { console, exit }
 }

@@ -18,12 +18,16 @@ use acpi_tables::xsdt::XSDT;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::acpi_pm::{
-    PM_TMR_LEN, PM_TMR_PORT, PM1_CNT_LEN, PM1_EVT_LEN, PM1A_CNT_PORT, PM1A_EVT_PORT,
-    S5_SLEEP_TYPE, SCI_IRQ,
+    PM_TMR_LEN, PM_TMR_PORT, PM1_CNT_LEN, PM1_EVT_LEN, PM1A_CNT_PORT, PM1A_EVT_PORT, S5_SLEEP_TYPE,
+    SCI_IRQ,
 };
-use crate::layout::{ACPI_START, BIOS_AREA_END, IOAPIC_START, LAPIC_START, PCI_MMIO_SIZE, PCI_MMIO_START};
+use crate::layout::{
+    ACPI_START, BIOS_AREA_END, IOAPIC_START, LAPIC_START, PCI_MMIO_SIZE, PCI_MMIO_START,
+};
 use crate::memory::GuestMemoryMmap;
-use crate::pci::{PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_COUNT, RESET_CONTROL_PORT, RESET_CONTROL_VALUE};
+use crate::pci::{
+    PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_COUNT, RESET_CONTROL_PORT, RESET_CONTROL_VALUE,
+};
 
 const OEM_ID: [u8; 6] = *b"VMDLNX";
 const OEM_TABLE_ID: [u8; 8] = *b"VMDLINUX";
@@ -110,7 +114,13 @@ fn io_register(port: u16, len_bytes: u8) -> GAS {
         2 => AccessSize::WordAccess,
         _ => AccessSize::DwordAccess,
     };
-    GAS::new(GasSpace::SystemIo, len_bytes * 8, 0, access, u64::from(port))
+    GAS::new(
+        GasSpace::SystemIo,
+        len_bytes * 8,
+        0,
+        access,
+        u64::from(port),
+    )
 }
 
 fn fadt(facs_address: u64, dsdt_address: u64) -> acpi_tables::fadt::FADT {
@@ -249,7 +259,10 @@ mod tests {
         let madt = madt(3);
         let bytes = madt.as_slice();
         assert_eq!(&bytes[0..4], b"APIC");
-        assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize, bytes.len());
+        assert_eq!(
+            u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize,
+            bytes.len()
+        );
         assert_eq!(checksum(bytes), 0);
         let lapic_ids: Vec<u8> = bytes[44..]
             .chunks(8)

@@ -55,7 +55,9 @@ pub enum BootError {
     #[error("cannot load the kernel")]
     LoadKernel(#[source] linux_loader::loader::Error),
     /// The kernel and its working space do not fit in guest memory.
-    #[error("memory size {memory_mib}M is too small for the kernel, which needs at least {needed_mib}M")]
+    #[error(
+        "memory size {memory_mib}M is too small for the kernel, which needs at least {needed_mib}M"
+    )]
     MemoryTooSmallForKernel {
         /// Memory below the PCI hole, in MiB.
         memory_mib: u64,
@@ -63,7 +65,9 @@ pub enum BootError {
         needed_mib: u64,
     },
     /// The initrd does not fit between the kernel and the end of low memory.
-    #[error("memory size {memory_mib}M is too small for the kernel and a {initrd_bytes}-byte initrd")]
+    #[error(
+        "memory size {memory_mib}M is too small for the kernel and a {initrd_bytes}-byte initrd"
+    )]
     MemoryTooSmallForInitrd {
         /// Memory below the PCI hole, in MiB.
         memory_mib: u64,
@@ -117,7 +121,9 @@ fn kernel_format(kernel: &mut File) -> Result<KernelFormat, BootError> {
     }
     // "HdrS" at 0x202 marks the boot protocol header of a bzImage.
     let mut header = [0u8; 4];
-    kernel.seek(SeekFrom::Start(0x202)).map_err(read("kernel"))?;
+    kernel
+        .seek(SeekFrom::Start(0x202))
+        .map_err(read("kernel"))?;
     if kernel.read_exact(&mut header).is_ok() && u32::from_le_bytes(header) == KERNEL_HDR_MAGIC {
         return Ok(KernelFormat::BzImage);
     }
@@ -190,7 +196,10 @@ fn load_bzimage(
     let result = match result {
         Ok(result) => result,
         Err(_) if kernel_file_len(kernel)? + HIGH_MEMORY_START > low_ram_end => {
-            return Err(memory_too_small(low_ram_end, kernel_file_len(kernel)? + HIGH_MEMORY_START));
+            return Err(memory_too_small(
+                low_ram_end,
+                kernel_file_len(kernel)? + HIGH_MEMORY_START,
+            ));
         }
         Err(e) => return Err(BootError::LoadKernel(e)),
     };

@@ -211,6 +211,13 @@ mod tests {
     fn overlapping_insert_is_rejected() {
         let (mut bus, device) = bus_with_recorder();
         let err = bus.insert(device, 0x3fc, 8).unwrap_err();
-        assert!(matches!(err, BusError::Overlap { start: 0x3fc, len: 8, .. }));
+        assert!(matches!(
+            err,
+            BusError::Overlap {
+                start: 0x3fc,
+                len: 8,
+                ..
+            }
+        ));
     }
 }

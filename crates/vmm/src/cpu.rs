@@ -225,7 +225,10 @@ pub fn write_boot_tables(memory: &GuestMemoryMmap) -> Result<(), CpuError> {
     for directory in 0..4u64 {
         let pd = PD_START + directory * 0x1000;
         memory
-            .write_obj(pd | PRESENT_WRITABLE, GuestAddress(PDPT_START + directory * 8))
+            .write_obj(
+                pd | PRESENT_WRITABLE,
+                GuestAddress(PDPT_START + directory * 8),
+            )
             .map_err(CpuError::WriteBootTables)?;
         for entry in 0..512u64 {
             let address = (directory << 30) | (entry << 21);
@@ -315,7 +318,8 @@ pub fn setup_lapic(vcpu: &VcpuFd, index: u8) -> Result<(), CpuError> {
     };
     set_mode(&mut lapic.regs, APIC_LVT0, APIC_MODE_EXTINT);
     set_mode(&mut lapic.regs, APIC_LVT1, APIC_MODE_NMI);
-    vcpu.set_lapic(&lapic).map_err(|e| ioctl("KVM_SET_LAPIC", e))
+    vcpu.set_lapic(&lapic)
+        .map_err(|e| ioctl("KVM_SET_LAPIC", e))
 }
 
 #[cfg(test)]
@@ -325,13 +329,19 @@ mod tests {
     #[test]
     fn code_segment_is_64_bit() {
         let code = segment_from_gdt(GDT[2], 2);
-        assert_eq!((code.selector, code.l, code.db, code.type_), (0x10, 1, 0, 0xb));
+        assert_eq!(
+            (code.selector, code.l, code.db, code.type_),
+            (0x10, 1, 0, 0xb)
+        );
         assert_eq!(code.limit, 0xffff_ffff);
     }
 
     #[test]
     fn data_segment_is_flat() {
         let data = segment_from_gdt(GDT[3], 3);
-        assert_eq!((data.selector, data.base, data.limit, data.db), (0x18, 0, 0xffff_ffff, 1));
+        assert_eq!(
+            (data.selector, data.base, data.limit, data.db),
+            (0x18, 0, 0xffff_ffff, 1)
+        );
     }
 }

@@ -129,10 +129,11 @@ impl IrqRouting {
             entry.u.msi.data = data;
             entries.push(entry);
         }
-        let table = KvmIrqRouting::from_entries(&entries).map_err(|_| {
-            IrqError::SetRouting(kvm_ioctls::Error::new(libc::E2BIG))
-        })?;
-        self.vm.set_gsi_routing(&table).map_err(IrqError::SetRouting)
+        let table = KvmIrqRouting::from_entries(&entries)
+            .map_err(|_| IrqError::SetRouting(kvm_ioctls::Error::new(libc::E2BIG)))?;
+        self.vm
+            .set_gsi_routing(&table)
+            .map_err(IrqError::SetRouting)
     }
 }
 

@@ -40,4 +40,17 @@ mod vm;
 pub use devices::serial::ConsoleOutput;
 pub use exit::{ResetCause, VmExit};
 pub use kvm_ioctls::Kvm;
-pub use vm::{ConsoleConfig, MAX_MEMORY_BYTES, MAX_VCPUS, MIN_MEMORY_BYTES, Vm, VmConfig, VmController, VmError};
+pub use vm::{
+    ConsoleConfig, MAX_MEMORY_BYTES, MAX_VCPUS, MIN_MEMORY_BYTES, Vm, VmConfig, VmController,
+    VmError,
+};
+
+/// Wraps an open `/dev/kvm` descriptor, received from a process that may
+/// open device files, in the KVM system handle.
+pub fn kvm_from_fd(fd: std::os::fd::OwnedFd) -> Kvm {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: `fd` is an open descriptor this process owns, and ownership
+    // moves into the handle, which closes it. If it is not /dev/kvm, every
+    // KVM ioctl on it fails with an error instead of touching memory.
+    unsafe { <Kvm as std::os::fd::FromRawFd>::from_raw_fd(fd.into_raw_fd()) }
+}

@@ -55,12 +55,13 @@ impl GuestRam {
     /// Creates `memory_bytes` of zeroed guest RAM laid out around the PCI
     /// hole (see [`crate::layout::ram_ranges`]).
     pub fn new(memory_bytes: u64) -> Result<GuestRam, MemoryError> {
-        let memfd: OwnedFd = memfd_create(c"guest-ram", MFdFlags::MFD_CLOEXEC).map_err(|source| {
-            MemoryError::CreateMemfd {
-                size_bytes: memory_bytes,
-                source,
-            }
-        })?;
+        let memfd: OwnedFd =
+            memfd_create(c"guest-ram", MFdFlags::MFD_CLOEXEC).map_err(|source| {
+                MemoryError::CreateMemfd {
+                    size_bytes: memory_bytes,
+                    source,
+                }
+            })?;
         let size = i64::try_from(memory_bytes).map_err(|_| MemoryError::CreateMemfd {
             size_bytes: memory_bytes,
             source: nix::Error::EINVAL,

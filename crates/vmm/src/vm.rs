@@ -22,11 +22,11 @@ use crate::devices::serial::{
 };
 use crate::exit::{ExitSignal, VmExit};
 use crate::irq::{IrqError, IrqRouting};
-use crate::layout::{
-    KVM_IDENTITY_MAP_START, KVM_TSS_START, PCI_MMIO_SIZE, PCI_MMIO_START,
-};
+use crate::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START, PCI_MMIO_SIZE, PCI_MMIO_START};
 use crate::memory::{GuestRam, MemoryError};
-use crate::pci::{PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_COUNT, PciBus, PciConfigIo, PciDevice, PciMmioWindow};
+use crate::pci::{
+    PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_COUNT, PciBus, PciConfigIo, PciDevice, PciMmioWindow,
+};
 use crate::vcpu::{self, VcpuContext};
 use crate::virtio::pci::{BAR_SIZE, TransportPlacement, VirtioPciDevice};
 use crate::virtio::rng::Rng;
@@ -262,12 +262,14 @@ impl Vm {
                     what: "an eventfd",
                     source,
                 })?;
-                Some(spawn_input_thread(self.serial.clone(), input, stop).map_err(|source| {
-                    VmError::Resource {
-                        what: "the console input thread",
-                        source,
-                    }
-                })?)
+                Some(
+                    spawn_input_thread(self.serial.clone(), input, stop).map_err(|source| {
+                        VmError::Resource {
+                            what: "the console input thread",
+                            source,
+                        }
+                    })?,
+                )
             }
             None => None,
         };
@@ -331,10 +333,18 @@ fn build_devices(
         .map_err(kvm_error("KVM_IRQFD for COM1"))?;
     let output = std::mem::replace(&mut config.console.output, ConsoleOutput::Discard);
     let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, output)));
-    pio.insert(serial.clone(), u64::from(COM1_PORT_BASE), u64::from(COM1_PORT_COUNT))?;
+    pio.insert(
+        serial.clone(),
+        u64::from(COM1_PORT_BASE),
+        u64::from(COM1_PORT_COUNT),
+    )?;
 
     let i8042: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(I8042::new(exit.clone())));
-    pio.insert(i8042, u64::from(I8042_PORT_BASE), u64::from(I8042_PORT_COUNT))?;
+    pio.insert(
+        i8042,
+        u64::from(I8042_PORT_BASE),
+        u64::from(I8042_PORT_COUNT),
+    )?;
 
     let low_bytes = ram.low_ram_end();
     let cmos = Cmos::new(NvramMemory {
@@ -352,7 +362,11 @@ fn build_devices(
         Box::new(KvmSciLine(vm.clone())),
         exit.clone(),
     )));
-    pio.insert(pm.clone(), u64::from(PM_PORT_BASE), u64::from(PM_PORT_COUNT))?;
+    pio.insert(
+        pm.clone(),
+        u64::from(PM_PORT_BASE),
+        u64::from(PM_PORT_COUNT),
+    )?;
     pio.insert(Arc::new(Mutex::new(Sink)), POST_PORT, 1)?;
 
     let mut pci_bus = PciBus::new();

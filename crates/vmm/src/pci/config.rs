@@ -160,7 +160,10 @@ impl PciConfiguration {
 
     /// Reads the 32-bit register containing `offset`.
     pub fn read_register(&self, offset: usize) -> u32 {
-        self.registers.get(offset / 4).copied().unwrap_or(0xffff_ffff)
+        self.registers
+            .get(offset / 4)
+            .copied()
+            .unwrap_or(0xffff_ffff)
     }
 
     /// Reads a byte, for capability handlers.

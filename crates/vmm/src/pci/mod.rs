@@ -281,6 +281,9 @@ mod tests {
     fn reset_control_write_resets() {
         let (mut io, exit) = config_io();
         io.write(1, &[RESET_CONTROL_VALUE]);
-        assert_eq!(exit.get(), Some(VmExit::Reset(ResetCause::AcpiResetRegister)));
+        assert_eq!(
+            exit.get(),
+            Some(VmExit::Reset(ResetCause::AcpiResetRegister))
+        );
     }
 }

@@ -149,9 +149,17 @@ impl VirtioPciDevice {
         });
         config.add_memory_bar(0, placement.bar_address, BAR_SIZE);
         for (cfg_type, offset, len) in [
-            (VIRTIO_PCI_CAP_COMMON_CFG, COMMON_CONFIG_OFFSET, COMMON_CONFIG_LEN),
+            (
+                VIRTIO_PCI_CAP_COMMON_CFG,
+                COMMON_CONFIG_OFFSET,
+                COMMON_CONFIG_LEN,
+            ),
             (VIRTIO_PCI_CAP_ISR_CFG, ISR_OFFSET, ISR_LEN),
-            (VIRTIO_PCI_CAP_DEVICE_CFG, DEVICE_CONFIG_OFFSET, DEVICE_CONFIG_LEN),
+            (
+                VIRTIO_PCI_CAP_DEVICE_CFG,
+                DEVICE_CONFIG_OFFSET,
+                DEVICE_CONFIG_LEN,
+            ),
         ] {
             config.add_capability(PCI_CAP_ID_VENDOR, &virtio_cap(cfg_type, offset, len), &[]);
         }
@@ -220,7 +228,9 @@ impl VirtioPciDevice {
             0x15 => u64::from(self.config_generation),
             0x16 => u64::from(self.queue_select),
             0x18 => queue.map_or(0, |q| u64::from(q.size)),
-            0x1a => queue.map_or(u64::from(VIRTIO_MSI_NO_VECTOR), |q| u64::from(q.msix_vector)),
+            0x1a => queue.map_or(u64::from(VIRTIO_MSI_NO_VECTOR), |q| {
+                u64::from(q.msix_vector)
+            }),
             0x1c => queue.map_or(0, |q| u64::from(q.enabled)),
             // queue_notify_off: queue i notifies at NOTIFY_OFFSET + 4 * i.
             0x1e => u64::from(self.queue_select),
@@ -349,10 +359,7 @@ impl VirtioPciDevice {
     }
 
     fn build_active_queues(&mut self) -> Result<Vec<ActiveQueue>, String> {
-        let bar = self
-            .config
-            .bar_address(0)
-            .ok_or("memory decoding is off")?;
+        let bar = self.config.bar_address(0).ok_or("memory decoding is off")?;
         let event_idx = self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0;
         let mut active = Vec::with_capacity(self.queues.len());
         for (index, registers) in self.queues.clone().iter().enumerate() {
@@ -588,7 +595,10 @@ impl PciDevice for VirtioPciDevice {
         if self.config.bar_address(0) != old_bar && !self.ioeventfds.is_empty() {
             // The driver moved or disabled the BAR while running: the
             // notifications must follow or the device would go deaf.
-            log::warn!("{}: BAR moved while the device runs; resetting it", self.name);
+            log::warn!(
+                "{}: BAR moved while the device runs; resetting it",
+                self.name
+            );
             self.reset();
             self.status = STATUS_DEVICE_NEEDS_RESET;
         }

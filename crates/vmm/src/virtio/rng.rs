@@ -7,7 +7,9 @@ use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_RNG, VirtioDevice, Worker};
+use super::{
+    ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_RNG, VirtioDevice, Worker,
+};
 use crate::memory::GuestMemoryMmap;
 
 const QUEUE_SIZE: u16 = 256;
@@ -151,7 +153,13 @@ impl QueueHandler for RngHandler {
                 _ => break,
             }
         }
-        if used_any && self.queue.queue.needs_notification(&*memory).unwrap_or(true) {
+        if used_any
+            && self
+                .queue
+                .queue
+                .needs_notification(&*memory)
+                .unwrap_or(true)
+        {
             self.queue.interrupt.trigger();
         }
     }
