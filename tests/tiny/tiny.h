@@ -34,7 +34,7 @@ static void tiny_putc(char c) { outb(COM1, (u8)c); }
 
 static void tiny_puts(const char *s) { while (*s) tiny_putc(*s++); }
 
-static void tiny_puthex(u64 value)
+static __attribute__((unused)) void tiny_puthex(u64 value)
 {
 	const char *digits = "0123456789abcdef";
 	int shift = 60;
@@ -46,7 +46,7 @@ static void tiny_puthex(u64 value)
 }
 
 /* Prints "ok NAME" or "FAIL NAME got X want Y". */
-static void tiny_check(const char *name, u64 got, u64 want)
+static __attribute__((unused)) void tiny_check(const char *name, u64 got, u64 want)
 {
 	if (got == want) {
 		tiny_puts("ok ");

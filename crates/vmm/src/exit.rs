@@ -2,6 +2,7 @@
 //! vCPU or device reports wins, and the thread waiting in [`ExitSignal::wait`]
 //! wakes up.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub enum VmExit {
 #[derive(Default)]
 pub struct ExitSignal {
     exit: Mutex<Option<VmExit>>,
+    // Mirrors `exit.is_some()` so vCPU threads can check it on every exit
+    // without taking the lock.
+    triggered: AtomicBool,
     changed: Condvar,
 }
 
@@ -47,8 +51,14 @@ impl ExitSignal {
         let mut current = crate::bus::lock_device(&self.exit);
         if current.is_none() {
             *current = Some(exit);
+            self.triggered.store(true, Ordering::Release);
             self.changed.notify_all();
         }
+    }
+
+    /// Returns true once an exit was recorded.
+    pub fn is_triggered(&self) -> bool {
+        self.triggered.load(Ordering::Acquire)
     }
 
     /// Returns the recorded exit, if any.

@@ -71,7 +71,10 @@ pub fn stop_all(threads: Vec<JoinHandle<()>>, stop: &AtomicBool) {
 }
 
 fn run(index: u8, mut vcpu: VcpuFd, context: &VcpuContext) {
-    while !context.stop.load(Ordering::Acquire) {
+    // A device that ends the VM (reset, power-off) does so during an exit;
+    // checking before every entry stops this vCPU at that instruction, as
+    // a real reset would.
+    while !context.stop.load(Ordering::Acquire) && !context.exit.is_triggered() {
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 context.pio.read(u64::from(port), data);
