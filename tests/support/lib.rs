@@ -58,3 +58,153 @@ pub fn run_tiny(name: &str, cmdline: &str, vcpus: u8) -> TinyRun {
     let console = String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
     TinyRun { console, exit }
 }
+
+/// Path of a workspace binary (`vmd`, `vmctl`), found next to the test
+/// executable's directory or in `$VMD_BIN_DIR`.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("VMD_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("the test executable has a path");
+            // target/debug/deps/test-hash -> target/debug
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("the test executable is in target/PROFILE/deps")
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A vmd running in the foreground on its own socket, stopped on drop.
+pub struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts vmd with a fresh socket and waits until it answers.
+    pub fn start() -> Daemon {
+        Daemon::start_with(|command| command)
+    }
+
+    /// Starts vmd through `wrap`, which may put a command in front of it
+    /// (e.g. to run it in another mount namespace).
+    pub fn start_with(
+        wrap: impl FnOnce(std::process::Command) -> std::process::Command,
+    ) -> Daemon {
+        open_kvm();
+        let dir = TempDir::new("vmd-test");
+        let socket = dir.path().join("vmd.sock");
+        let mut command = std::process::Command::new(bin("vmd"));
+        command.arg("-d").arg("-s").arg(&socket);
+        let child = wrap(command)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("vmd starts");
+        let daemon = Daemon {
+            child,
+            socket,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if daemon.vmctl(&["status"]).stdout.starts_with("   ID") {
+                return daemon;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("vmd did not answer on {}", daemon.socket.display());
+    }
+
+    /// Runs vmctl against this daemon.
+    pub fn vmctl(&self, args: &[&str]) -> CommandOutput {
+        let output = std::process::Command::new(bin("vmctl"))
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("vmctl runs");
+        CommandOutput::from(output)
+    }
+
+    /// Starts `vmctl ARGS` without waiting for it.
+    pub fn spawn_vmctl(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(bin("vmctl"))
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("vmctl runs")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+}
+
+impl From<std::process::Output> for CommandOutput {
+    fn from(output: std::process::Output) -> CommandOutput {
+        CommandOutput {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: output.status.code().unwrap_or(-1),
+        }
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp directory.
+    pub fn new(prefix: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create a temp directory");
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -30,9 +30,9 @@ static inline void mmio_write64(u64 address, u64 value) { *(volatile u64 *)addre
 #define COM1 0x3f8
 
 /* The engine's UART takes a byte at once, so no LSR polling is needed. */
-static void tiny_putc(char c) { outb(COM1, (u8)c); }
+static __attribute__((unused)) void tiny_putc(char c) { outb(COM1, (u8)c); }
 
-static void tiny_puts(const char *s) { while (*s) tiny_putc(*s++); }
+static __attribute__((unused)) void tiny_puts(const char *s) { while (*s) tiny_putc(*s++); }
 
 static __attribute__((unused)) void tiny_puthex(u64 value)
 {
@@ -63,7 +63,7 @@ static __attribute__((unused)) void tiny_check(const char *name, u64 got, u64 wa
 }
 
 /* ACPI S5: SLP_TYP 5 with SLP_EN written to PM1a_CNT (port 0x604). */
-static void tiny_poweroff(void)
+static __attribute__((unused)) void tiny_poweroff(void)
 {
 	outw(0x604, (5 << 10) | (1 << 13));
 	for (;;)

@@ -282,6 +282,9 @@ impl Vmm {
             let Some(id) = self.children.values().find(|c| c.pid == pid).map(|c| c.id) else {
                 continue;
             };
+            // The process wrote its last messages before it exited; read
+            // them before its exit is reported.
+            self.drain_child(id);
             let child = self.children.remove(&id).expect("found above");
             let reason = child
                 .exit_reason
@@ -299,6 +302,23 @@ impl Vmm {
             } else if child.running {
                 self.send_parent(VmmToParent::VmExited { id, reason });
             }
+        }
+    }
+
+    fn drain_child(&mut self, id: u32) {
+        loop {
+            let readable = self
+                .children
+                .get(&id)
+                .and_then(|child| child.channel.as_ref())
+                .is_some_and(|channel| {
+                    let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN)];
+                    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+                });
+            if !readable {
+                return;
+            }
+            self.handle_child(id);
         }
     }
 

@@ -228,15 +228,13 @@ fn load_elf(
     kernel: &mut File,
     low_ram_end: u64,
 ) -> Result<(u64, u64, setup_header), BootError> {
-    let result = match Elf::load(memory, None, kernel, Some(GuestAddress(HIGH_MEMORY_START))) {
-        Ok(result) => result,
-        Err(linux_loader::loader::Error::Elf(
-            linux_loader::loader::elf::Error::ReadKernelImage,
-        )) => {
-            return Err(memory_too_small(low_ram_end, low_ram_end + 1));
-        }
-        Err(e) => return Err(BootError::LoadKernel(e)),
-    };
+    if let Some(end) = elf_load_end(kernel)?
+        && end > low_ram_end
+    {
+        return Err(memory_too_small(low_ram_end, end));
+    }
+    let result = Elf::load(memory, None, kernel, Some(GuestAddress(HIGH_MEMORY_START)))
+        .map_err(BootError::LoadKernel)?;
     if result.kernel_end > low_ram_end {
         return Err(memory_too_small(low_ram_end, result.kernel_end));
     }
@@ -252,6 +250,44 @@ fn load_elf(
         ..Default::default()
     };
     Ok((result.kernel_load.0, result.kernel_end, header))
+}
+
+// Returns the end of the highest PT_LOAD segment of an ELF64 file, or
+// None when the headers cannot be read (the loader then reports why).
+fn elf_load_end(kernel: &mut File) -> Result<Option<u64>, BootError> {
+    const PT_LOAD: u32 = 1;
+    const PHDR_BYTES: usize = 56;
+    let read = |source| BootError::Read {
+        what: "kernel",
+        source,
+    };
+    let mut header = [0u8; 64];
+    kernel.seek(SeekFrom::Start(0)).map_err(read)?;
+    if kernel.read_exact(&mut header).is_err() {
+        return Ok(None);
+    }
+    let phoff = u64::from_le_bytes(header[32..40].try_into().expect("8 bytes"));
+    let phentsize = u16::from_le_bytes([header[54], header[55]]) as usize;
+    let phnum = u16::from_le_bytes([header[56], header[57]]);
+    if phentsize != PHDR_BYTES {
+        return Ok(None);
+    }
+    let mut end = 0u64;
+    let mut phdr = [0u8; PHDR_BYTES];
+    for index in 0..u64::from(phnum) {
+        kernel
+            .seek(SeekFrom::Start(phoff.saturating_add(index * PHDR_BYTES as u64)))
+            .map_err(read)?;
+        if kernel.read_exact(&mut phdr).is_err() {
+            return Ok(None);
+        }
+        let field = |at: usize| u64::from_le_bytes(phdr[at..at + 8].try_into().expect("8 bytes"));
+        if u32::from_le_bytes(phdr[0..4].try_into().expect("4 bytes")) == PT_LOAD {
+            // p_paddr at 24, p_memsz at 40.
+            end = end.max(field(24).saturating_add(field(40)));
+        }
+    }
+    Ok(Some(end))
 }
 
 fn kernel_file_len(kernel: &File) -> Result<u64, BootError> {

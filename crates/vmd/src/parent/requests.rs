@@ -163,7 +163,9 @@ impl Parent {
             .read(true)
             .write(true)
             .open(KVM_DEVICE)
-            .map_err(|e| ErrorReply::new(ErrorCode::from_io(&e), format!("{KVM_DEVICE}: {e}")))?;
+            .map_err(|e| {
+                ErrorReply::new(ErrorCode::from_io(&e), format!("{KVM_DEVICE}: {}", io_error_text(&e)))
+            })?;
         if vm.console.is_none() {
             let console = Console::open(vm.uid).map_err(|e| {
                 ErrorReply::new(
@@ -275,6 +277,14 @@ impl Parent {
             self.reply(client, ControlResponse::Status(status));
         }
         self.reply(client, ControlResponse::StatusEnd);
+    }
+}
+
+/// The text of an I/O error without Rust's " (os error N)" suffix.
+fn io_error_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(errno) => nix::Error::from_raw(errno).desc().to_string(),
+        None => error.to_string(),
     }
 }
 
