@@ -208,3 +208,100 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Reads a child's stdout line by line on a thread, so a test can wait
+/// for a line with a timeout.
+pub struct LineReader {
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl LineReader {
+    /// Starts reading `stdout`.
+    pub fn new(stdout: impl std::io::Read + Send + 'static) -> LineReader {
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let reader = std::io::BufReader::new(stdout);
+            for line in reader.split(b'\n') {
+                let Ok(line) = line else { return };
+                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                if sender.send(text).is_err() {
+                    return;
+                }
+            }
+        });
+        LineReader {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Returns the next line starting with `prefix`, skipping others;
+    /// panics after `timeout` or when the stream ends.
+    pub fn expect_prefix(&mut self, prefix: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line starting with {prefix:?} ({e}); console so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits until the stream ends; returns the remaining lines.
+    pub fn rest(&mut self, timeout: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    rest.push(line);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(e) => panic!("console did not end ({e}); so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+/// The guest fixture: Debian's cloud kernel and the test initramfs, from
+/// `$GUEST_KERNEL` and `$GUEST_INITRD` (set by the nested runner) or
+/// build/guest/ (made by tests/guest/build.sh).
+pub fn guest_fixture() -> (PathBuf, PathBuf) {
+    let from_env = |name: &str, default: &str| {
+        std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/guest").join(default)
+        })
+    };
+    let kernel = from_env("GUEST_KERNEL", "vmlinuz");
+    let initrd = from_env("GUEST_INITRD", "initramfs.cpio");
+    for path in [&kernel, &initrd] {
+        assert!(
+            path.exists(),
+            "guest fixture {} is missing: run tests/guest/build.sh",
+            path.display()
+        );
+    }
+    (kernel, initrd)
+}
+
+/// Seconds since the epoch on this host.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
