@@ -1,6 +1,6 @@
 # Shell functions shared by tests/guest/build.sh and tests/nested/run.sh for
-# putting together initramfs images. Source it from bash; the functions use
-# only bash, coreutils, cpio and grep, and they need no root.
+# putting together initramfs images. Source this file from bash. The
+# functions use only bash, coreutils, cpio and grep, and they need no root.
 
 # Write to stdout a cpio newc archive that holds only /dev and the
 # /dev/console character device (5:1). The kernel opens /dev/console for
@@ -45,9 +45,9 @@ initramfs_busybox() {
     done
 }
 
-# initramfs_modules MODDIR DEST MODULE...: copy each MODULE (a name as
-# modprobe takes it, "-" and "_" alike) and every module it depends on
-# according to MODDIR/modules.dep into DEST, uncompressed, and write
+# initramfs_modules MODDIR DEST MODULE...: copy each MODULE and every module
+# it depends on according to MODDIR/modules.dep into DEST, uncompressed.
+# MODULE is a name as modprobe takes it, with "-" and "_" alike. Also write
 # DEST/load-order: one file name per line, in an order insmod can follow.
 # A module built into the kernel (in modules.builtin) is skipped. Fails with
 # a message naming the module when it is in neither list.

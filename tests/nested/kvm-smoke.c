@@ -45,10 +45,10 @@ static const unsigned char guest_code[] = {
 	0xf4,                   /* hlt */
 };
 
-static int check(int result, const char *what)
+static int check(int result, const char *operation)
 {
 	if (result < 0) {
-		fprintf(stderr, "kvm-smoke: %s: %s\n", what, strerror(errno));
+		fprintf(stderr, "kvm-smoke: %s: %s\n", operation, strerror(errno));
 		exit(1);
 	}
 	return result;

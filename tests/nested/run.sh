@@ -3,12 +3,13 @@
 #
 # Usage: tests/nested/run.sh [options] -- COMMAND [ARGS...]
 #
-# By default the command runs nested: QEMU boots an outer Linux (L1, the
-# guest fixture's Debian cloud kernel) on an emulated AMD CPU with SVM,
-# L1 loads kvm_amd, and the command runs inside L1 as root, with a /dev/kvm
-# that is hardware-style KVM (nested SVM with nested paging). That works on
-# any x86-64 host, with or without KVM, but every instruction is emulated:
-# L1 takes about 10 s to boot and a guest inside it 10 to 20 s.
+# By default the command runs nested. QEMU boots an outer Linux (L1, the
+# guest fixture's Debian cloud kernel) on an emulated AMD CPU with SVM, and
+# L1 loads kvm_amd. The command runs inside L1 as root, where /dev/kvm is
+# hardware-style KVM: nested SVM with nested paging. That works on any
+# x86-64 host, with or without KVM, but every instruction is emulated. On an
+# idle 2-core host L1 takes about 5 s to boot and a guest inside it about
+# 6 s, and twice as long when the host is busy.
 #
 # Options:
 #   --bin FILE      copy the executable FILE to /payload, and every shared
@@ -108,10 +109,10 @@ cache=${VMD_NESTED_CACHE:-$repo/build/nested}
 . "$repo/tests/lib/initramfs.sh"
 
 # Modules L1 loads: KVM for AMD SVM, and tun and bridge for the network
-# tests, each with what modules.dep says it needs.
+# tests, each with the dependencies modules.dep lists.
 L1_MODULES="kvm-amd tun bridge"
 # L1's kernel command line. "quiet" and no crypto self-tests shorten the
-# boot; panic=-1 with QEMU's -no-reboot ends QEMU on a panic.
+# boot. With panic=-1 and QEMU's -no-reboot, a panic ends QEMU.
 L1_CMDLINE="console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests"
 
 for tool in qemu-system-x86_64 cpio flock ldd timeout; do
@@ -122,7 +123,8 @@ if [ "$mode" = auto ]; then
     if [ "$("$here/kvm-kind")" = hardware ]; then mode=host; else mode=nested; fi
 fi
 
-"$repo/tests/guest/build.sh" || die "building the guest fixture failed"
+VMD_GUEST_DIR=$guest "$repo/tests/guest/build.sh" || die "building the guest fixture failed"
+guest=$(cd "$guest" && pwd)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vmd-nested.XXXXXX")
 qemu_pid=
@@ -232,6 +234,11 @@ build_qemu_image() {
 build_payload_image() {
     local root=$tmp/payload file word
     mkdir -p "$root/payload" "$root/etc/nested"
+    for file in ${bins[@]+"${bins[@]}"} ${files[@]+"${files[@]}"}; do
+        case ${file##*/} in
+        guest) usage_error "$file: the name guest is taken by the guest fixture in /payload" ;;
+        esac
+    done
     for file in ${bins[@]+"${bins[@]}"}; do
         [ ! -e "$root/payload/${file##*/}" ] || usage_error "two payload files are named ${file##*/}"
         copy_with_libraries "$file" "$root" "payload/${file##*/}"
@@ -276,9 +283,14 @@ run_nested() {
         "$here/run.sh" "$here/l1-init" "$repo/tests/lib/initramfs.sh"; then
         build_base_image
     fi
+    # qemu.cpio.source names the QEMU binary that qemu.cpio holds.
+    local qemu
+    qemu=$(command -v qemu-system-x86_64)
     if [ "$with_qemu" = 1 ] &&
-        is_stale "$cache/qemu.cpio" "$(command -v qemu-system-x86_64)" "$here/run.sh"; then
+        { [ "$(cat "$cache/qemu.cpio.source" 2> /dev/null)" != "$qemu" ] ||
+            is_stale "$cache/qemu.cpio" "$qemu" "$here/run.sh"; }; then
         build_qemu_image
+        echo "$qemu" > "$cache/qemu.cpio.source"
     fi
     local parts=("$cache/base.cpio")
     [ "$with_qemu" = 0 ] || parts+=("$cache/qemu.cpio")

@@ -7,7 +7,8 @@
 # The guest runs the cpus, rng and time checks, then ACTION (its
 # vmdtest.then=). For ACTION "wait", this presses the ACPI power button
 # through the QEMU monitor (system_powerdown) once the guest prints
-# VMDTEST-END. Last line: "selftest-guest: QEMU exited with status N".
+# VMDTEST-END. Last line: "selftest-guest: QEMU exited with status N",
+# where N is 137 if the guest was still running after 180 s and was killed.
 set -eu
 
 action=$1
@@ -19,7 +20,7 @@ cat "$monitor.out" > /dev/null &
 echo "selftest-guest: starting QEMU, vmdtest.then=$action"
 {
     status=0
-    qemu-system-x86_64 -enable-kvm -cpu host -M pc -m 256 -smp "$cpus" \
+    timeout -s KILL 180 qemu-system-x86_64 -enable-kvm -cpu host -M pc -m 256 -smp "$cpus" \
         -nodefaults -no-user-config -display none -no-reboot \
         -serial stdio -chardev "pipe,id=monitor,path=$monitor" -mon chardev=monitor \
         -device virtio-rng-pci \
