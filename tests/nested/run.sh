@@ -32,6 +32,8 @@
 #   PATH            starts with /payload
 #   GUEST_KERNEL    /payload/guest/vmlinuz         (the guest fixture,
 #   GUEST_INITRD    /payload/guest/initramfs.cpio   see tests/guest/build.sh)
+#   GUEST_CMDLINE   the fixture's kernel command line for fast quiet boots,
+#                   to which a test adds vmdtest.checks= and vmdtest.then=
 #   /etc/passwd     root and the unprivileged user _vmd
 #   mounted         /proc, /sys, devtmpfs /dev, /dev/pts, tmpfs /dev/shm,
 #                   /tmp and /run
@@ -152,6 +154,8 @@ run_on_host() {
     [ -z "$log" ] || : > "$log"
     export GUEST_KERNEL=$guest/vmlinuz
     export GUEST_INITRD=$guest/initramfs.cpio
+    GUEST_CMDLINE=$(cat "$guest/cmdline")
+    export GUEST_CMDLINE
     export PATH=$tmp/payload:$PATH
     local status=0
     (cd "$tmp/payload" && exec timeout "$timeout" "$@" < /dev/null 2>&1) || status=$?
@@ -204,7 +208,7 @@ _vmd:x:999:
 EOF
     printf 'passwd: files\ngroup: files\nhosts: files\n' > "$root/etc/nsswitch.conf"
     printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
-    cp "$guest/vmlinuz" "$guest/initramfs.cpio" "$root/payload/guest/"
+    cp "$guest/vmlinuz" "$guest/initramfs.cpio" "$guest/cmdline" "$root/payload/guest/"
     { initramfs_console_archive; initramfs_pack "$root"; } > "$cache/base.cpio.new"
     mv "$cache/base.cpio.new" "$cache/base.cpio"
     rm -rf "$root"
@@ -279,7 +283,7 @@ run_nested() {
     mkdir -p "$cache"
     exec 9> "$cache/.lock"
     flock 9
-    if is_stale "$cache/base.cpio" "$guest/vmlinuz" "$guest/initramfs.cpio" "$guest/busybox" \
+    if is_stale "$cache/base.cpio" "$guest/vmlinuz" "$guest/initramfs.cpio" "$guest/cmdline" "$guest/busybox" \
         "$here/run.sh" "$here/l1-init" "$repo/tests/lib/initramfs.sh"; then
         build_base_image
     fi

@@ -25,7 +25,7 @@ echo "selftest-guest: starting QEMU, vmdtest.then=$action"
         -serial stdio -chardev "pipe,id=monitor,path=$monitor" -mon chardev=monitor \
         -device virtio-rng-pci \
         -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" \
-        -append "console=ttyS0 quiet panic=-1 mitigations=off vmdtest.checks=cpus,rng,time vmdtest.then=$action" \
+        -append "$GUEST_CMDLINE vmdtest.checks=cpus,rng,time vmdtest.then=$action" \
         < /dev/null || status=$?
     echo "selftest-guest: QEMU exited with status $status"
 } | while IFS= read -r line; do

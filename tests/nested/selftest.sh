@@ -94,6 +94,7 @@ seconds_at() {
 
 # Build the fixture first, so that the runs below print nothing about it.
 "$repo/tests/guest/build.sh"
+guest=$(cd "$guest" && pwd)
 gcc -O2 -static -o "$tmp/kvm-smoke" "$here/kvm-smoke.c"
 # The same program linked against the shared glibc, as the Rust binaries
 # are, checks that --bin brings the libraries along.
@@ -110,6 +111,7 @@ printf '[%s]\n' "$@"
 pwd
 echo "GUEST_KERNEL=$GUEST_KERNEL"
 echo "GUEST_INITRD=$GUEST_INITRD"
+echo "GUEST_CMDLINE=$GUEST_CMDLINE"
 ls "$GUEST_KERNEL" "$GUEST_INITRD" > /dev/null && echo "fixture present"
 kvm-smoke-dynamic | head -n 1
 id _vmd
@@ -139,6 +141,7 @@ to stderr
 /payload
 GUEST_KERNEL=/payload/guest/vmlinuz
 GUEST_INITRD=/payload/guest/initramfs.cpio
+GUEST_CMDLINE=$(cat "$guest/cmdline")
 fixture present
 kvm-smoke: guest wrote: KVM OK
 uid=999(_vmd) gid=999(_vmd) groups=999(_vmd)
@@ -220,6 +223,7 @@ printf '[%s]\n' "$@"
 [ "$(pwd)" = "$(dirname "$(command -v host-check)")" ] && echo "runs in the payload directory"
 echo "GUEST_KERNEL=$GUEST_KERNEL"
 echo "GUEST_INITRD=$GUEST_INITRD"
+echo "GUEST_CMDLINE=$GUEST_CMDLINE"
 echo "to stderr" >&2
 exit 7
 EOF
@@ -232,6 +236,7 @@ check "host: output" "[two words]
 runs in the payload directory
 GUEST_KERNEL=$guest/vmlinuz
 GUEST_INITRD=$guest/initramfs.cpio
+GUEST_CMDLINE=$(cat "$guest/cmdline")
 to stderr" "$(cat "$tmp/host.out")"
 
 # 6. Usage errors.
