@@ -113,9 +113,12 @@ cache=${VMD_NESTED_CACHE:-$repo/build/nested}
 # Modules L1 loads: KVM for AMD SVM, and tun and bridge for the network
 # tests, each with the dependencies modules.dep lists.
 L1_MODULES="kvm-amd tun bridge"
-# L1's kernel command line. "quiet" and no crypto self-tests shorten the
-# boot. With panic=-1 and QEMU's -no-reboot, a panic ends QEMU.
-L1_CMDLINE="console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests"
+# L1's kernel command line. A quiet console, no crypto self-tests, no i8042
+# aux or mux probing and no timer check shorten the boot: "run.sh -- true"
+# took 4.3 s in place of 4.8 s on average over 5 runs each, on a busy host.
+# With panic=-1 and QEMU's -no-reboot, a panic ends QEMU.
+L1_CMDLINE="console=ttyS0 quiet panic=-1 mitigations=off cryptomgr.notests \
+i8042.noaux i8042.nomux i8042.dumbkbd random.trust_cpu=on no_timer_check"
 
 for tool in qemu-system-x86_64 cpio flock ldd timeout; do
     command -v "$tool" > /dev/null || die "missing tool: $tool (run scripts/install-deps.sh)"
@@ -129,9 +132,9 @@ VMD_GUEST_DIR=$guest "$repo/tests/guest/build.sh" || die "building the guest fix
 guest=$(cd "$guest" && pwd)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vmd-nested.XXXXXX")
-qemu_pid=
+child_pid=
 cleanup() {
-    [ -z "$qemu_pid" ] || kill "$qemu_pid" 2> /dev/null || true
+    [ -z "$child_pid" ] || kill "$child_pid" 2> /dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -158,7 +161,10 @@ run_on_host() {
     export GUEST_CMDLINE
     export PATH=$tmp/payload:$PATH
     local status=0
-    (cd "$tmp/payload" && exec timeout "$timeout" "$@" < /dev/null 2>&1) || status=$?
+    (cd "$tmp/payload" && exec timeout "$timeout" "$@" < /dev/null 2>&1) &
+    child_pid=$!
+    wait "$child_pid" || status=$?
+    child_pid=
     [ "$status" != 124 ] || echo "run.sh: COMMAND timed out after $timeout s" >&2
     exit "$status"
 }
@@ -270,9 +276,9 @@ boot_l1() {
         -chardev stdio,id=output -serial chardev:output \
         -chardev "file,id=status,path=${tmp//,/,,}/status" -serial chardev:status \
         < /dev/null 2> "$tmp/qemu.err" &
-    qemu_pid=$!
-    wait "$qemu_pid" || qemu_status=$?
-    qemu_pid=
+    child_pid=$!
+    wait "$child_pid" || qemu_status=$?
+    child_pid=
     # TCG lacks some features of the EPYC model and warns about each, and
     # QEMU reports the signal that timeout(1) sends.
     grep -v -e "TCG doesn't support requested feature" \
