@@ -22,6 +22,8 @@
 #   --mem SIZE      L1 memory, as QEMU's -m takes it (default 2G)
 #   --smp N         L1 vCPUs (default 1; more is slower on a host with few
 #                   cores, because each one is an emulation thread)
+#   --cpu MODEL     L1 CPU model, as QEMU's -cpu takes it (default
+#                   EPYC,+svm; QEMU emulates SVM but not VMX)
 #   --auto          run directly on the host if tests/nested/kvm-kind
 #                   prints "hardware", nested otherwise
 #   --host          run directly on the host whatever KVM it has
@@ -59,7 +61,7 @@ die() {
 }
 usage_error() {
     echo "run.sh: $*" >&2
-    echo "usage: tests/nested/run.sh [--bin FILE]... [--file FILE]... [--qemu] [--timeout SECS] [--log FILE] [--mem SIZE] [--smp N] [--auto | --host] -- COMMAND [ARGS...]" >&2
+    echo "usage: tests/nested/run.sh [--bin FILE]... [--file FILE]... [--qemu] [--timeout SECS] [--log FILE] [--mem SIZE] [--smp N] [--cpu MODEL] [--auto | --host] -- COMMAND [ARGS...]" >&2
     exit 2
 }
 
@@ -70,10 +72,11 @@ timeout=600
 log=
 mem=2G
 smp=1
+cpu=EPYC,+svm
 mode=nested
 while [ $# -gt 0 ]; do
     case $1 in
-    --bin | --file | --timeout | --log | --mem | --smp)
+    --bin | --file | --timeout | --log | --mem | --smp | --cpu)
         [ $# -ge 2 ] || usage_error "option $1 needs a value"
         case $1 in
         --bin) bins+=("$2") ;;
@@ -82,6 +85,7 @@ while [ $# -gt 0 ]; do
         --log) log=$2 ;;
         --mem) mem=$2 ;;
         --smp) smp=$2 ;;
+        --cpu) cpu=$2 ;;
         esac
         shift 2
         ;;
@@ -269,7 +273,7 @@ boot_l1() {
     local console=${log:-$tmp/console.log}
     qemu_status=0
     timeout "$timeout" qemu-system-x86_64 \
-        -accel tcg -cpu EPYC,+svm -M pc -smp "$smp" -m "$mem" \
+        -accel tcg -cpu "$cpu" -M pc -smp "$smp" -m "$mem" \
         -nodefaults -no-user-config -display none -no-reboot \
         -kernel "$guest/vmlinuz" -initrd "$tmp/l1.cpio" -append "$L1_CMDLINE" \
         -chardev "file,id=console,path=${console//,/,,}" -serial chardev:console \
@@ -312,8 +316,8 @@ run_nested() {
 
     boot_l1
 
-    local word value
-    read -r word value < "$tmp/status" 2> /dev/null || true
+    local word= value=
+    [ ! -f "$tmp/status" ] || read -r word value < "$tmp/status" || true
     case $word in
     exit) exit "$value" ;;
     no-kvm) die "L1 has no /dev/kvm: $value" ;;

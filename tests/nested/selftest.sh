@@ -3,14 +3,15 @@
 #
 # Usage: tests/nested/selftest.sh [-h]
 #
-# Boots L1 four times (about a minute and a half on an idle 2-core host):
+# Boots L1 five times (about a minute on an idle 2-core host):
 #   1. a static KVM API program, quoting of arguments, exit status and
 #      the L1 environment
 #   2. with --qemu, QEMU with KVM inside L1 boots the guest fixture twice:
 #      vmdtest.then=poweroff, then vmdtest.then=wait with an ACPI power
 #      button press from the QEMU monitor
 #   3. a command that powers L1 off: exit status 125
-#   4. a timeout: exit status 124, with --auto (nested unless kvm-kind
+#   4. a CPU model without SVM, so L1 has no /dev/kvm: exit status 125
+#   5. a timeout: exit status 124, with --auto (nested unless kvm-kind
 #      prints "hardware")
 # and runs the same kind of command directly on the host (--host) and a few
 # usage errors. Every check compares exact output; on a mismatch it prints
@@ -205,7 +206,12 @@ runner nostatus -- poweroff -f
 check "no status: exit status" 125 "$status"
 check "no status: stderr" "run.sh: L1 ended without reporting a status (QEMU exit status 0)" "$(cat "$tmp/nostatus.err")"
 
-# 4. Timeout, with --auto: nested unless the host has VMX or SVM KVM.
+# 4. No /dev/kvm in L1.
+runner nokvm --cpu EPYC,-svm -- true
+check "no kvm: exit status" 125 "$status"
+check "no kvm: stderr" "run.sh: L1 has no /dev/kvm: the CPU has no svm flag" "$(cat "$tmp/nokvm.err")"
+
+# 5. Timeout, with --auto: nested unless the host has VMX or SVM KVM.
 kind=$("$here/kvm-kind")
 check_match "kvm-kind prints a known kind" "hardware|pvm|none|unknown" "$kind"
 runner timeout --auto --timeout 5 -- sleep 1000
@@ -216,7 +222,7 @@ else
     check "timeout: stderr" "run.sh: L1 timed out after 5 s" "$(cat "$tmp/timeout.err")"
 fi
 
-# 5. Directly on the host.
+# 6. Directly on the host.
 cat > "$tmp/host-check" << 'EOF'
 #!/bin/sh
 printf '[%s]\n' "$@"
@@ -239,7 +245,7 @@ GUEST_INITRD=$guest/initramfs.cpio
 GUEST_CMDLINE=$(cat "$guest/cmdline")
 to stderr" "$(cat "$tmp/host.out")"
 
-# 6. Usage errors.
+# 7. Usage errors.
 runner nocommand --timeout 5
 check "no command: exit status" 2 "$status"
 check "no command: first stderr line" "run.sh: missing COMMAND" "$(head -n 1 "$tmp/nocommand.err")"
