@@ -30,7 +30,9 @@
 #   -h, --help      print this text
 #
 # The command runs in /payload, with stdin from /dev/null. Its stdout and
-# stderr arrive on this script's stdout as the command writes them. In L1:
+# stderr arrive on this script's stdout as the command writes them, at
+# about 100 KB/s. In L1 both are a serial port in raw mode, so isatty()
+# is true for them. Also in L1:
 #   PATH            starts with /payload
 #   GUEST_KERNEL    /payload/guest/vmlinuz         (the guest fixture,
 #   GUEST_INITRD    /payload/guest/initramfs.cpio   see tests/guest/build.sh)

@@ -125,7 +125,8 @@ exit 3
 EOF
 chmod +x "$tmp/env-check"
 runner l1 --bin "$tmp/kvm-smoke" --bin "$tmp/kvm-smoke-dynamic" --file "$here/kvm-kind" --bin "$tmp/env-check" -- \
-    env-check 'two words' "it's" '$HOME' '"quoted"' '' 'back\slash' '*'
+    env-check 'two words' "it's" '$HOME' '"quoted"' '' 'back\slash' '*' 'first line
+second line'
 check "l1: exit status" 3 "$status"
 check "l1: no stderr" "" "$(cat "$tmp/l1.err")"
 check "l1: output" "hardware
@@ -139,6 +140,8 @@ to stderr
 []
 [back\\slash]
 [*]
+[first line
+second line]
 /payload
 GUEST_KERNEL=/payload/guest/vmlinuz
 GUEST_INITRD=/payload/guest/initramfs.cpio
