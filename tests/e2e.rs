@@ -13,11 +13,19 @@ use vmd_tests::{Daemon, LineReader, guest_fixture, unix_now};
 /// Boot timeout: a guest boots in 10-30 s in the nested environment.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+// The fixture's fast, quiet command line plus the checks and the action.
 fn cmdline(checks: &str, then: &str) -> String {
-    format!("console=ttyS0 quiet panic=-1 vmdtest.checks={checks} vmdtest.then={then}")
+    let base = std::env::var("GUEST_CMDLINE")
+        .unwrap_or_else(|_| "console=ttyS0 quiet panic=-1".to_string());
+    format!("{base} vmdtest.checks={checks} vmdtest.then={then}")
 }
 
-fn start_with_console(daemon: &Daemon, name: &str, cpus: &str, cmdline: &str) -> (std::process::Child, LineReader) {
+fn start_with_console(
+    daemon: &Daemon,
+    name: &str,
+    cpus: &str,
+    cmdline: &str,
+) -> (std::process::Child, LineReader) {
     let (kernel, initrd) = guest_fixture();
     let mut child = daemon.spawn_vmctl(&[
         "start",
@@ -39,7 +47,11 @@ fn start_with_console(daemon: &Daemon, name: &str, cpus: &str, cmdline: &str) ->
 }
 
 fn value(line: &str) -> u64 {
-    line.rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("no number in {line:?}"))
+    line.rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number in {line:?}"))
 }
 
 #[test]
@@ -49,8 +61,14 @@ fn guest_boots_with_two_cpus_rng_and_host_time_then_powers_off() {
     let (mut child, mut console) =
         start_with_console(&daemon, "linux", "2", &cmdline("cpus,rng,time", "poweroff"));
     console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
-    assert_eq!(console.expect_prefix("VMDTEST cpus", BOOT_TIMEOUT), "VMDTEST cpus 2");
-    assert_eq!(console.expect_prefix("VMDTEST rng-bytes", BOOT_TIMEOUT), "VMDTEST rng-bytes 64");
+    assert_eq!(
+        console.expect_prefix("VMDTEST cpus", BOOT_TIMEOUT),
+        "VMDTEST cpus 2"
+    );
+    assert_eq!(
+        console.expect_prefix("VMDTEST rng-bytes", BOOT_TIMEOUT),
+        "VMDTEST rng-bytes 64"
+    );
     assert_eq!(
         console.expect_prefix("VMDTEST rng-current", BOOT_TIMEOUT),
         "VMDTEST rng-current virtio_rng.0"
@@ -62,7 +80,10 @@ fn guest_boots_with_two_cpus_rng_and_host_time_then_powers_off() {
         "guest clock {guest_time}, host clock {host_time}"
     );
     let rtc_time = value(&console.expect_prefix("VMDTEST rtc-time", BOOT_TIMEOUT));
-    assert!(rtc_time.abs_diff(host_time) <= 2, "rtc {rtc_time}, host {host_time}");
+    assert!(
+        rtc_time.abs_diff(host_time) <= 2,
+        "rtc {rtc_time}, host {host_time}"
+    );
     console.expect_prefix("VMDTEST-END", BOOT_TIMEOUT);
 
     // The guest's poweroff ends the console session and stops the VM.
@@ -70,7 +91,10 @@ fn guest_boots_with_two_cpus_rng_and_host_time_then_powers_off() {
     assert!(child.wait().unwrap().success());
     let status = daemon.vmctl(&["status", "linux"]).stdout;
     let row: Vec<&str> = status.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row, ["1", "-", "2", "256M", "-", "-", "root", "stopped", "linux"]);
+    assert_eq!(
+        row,
+        ["1", "-", "2", "256M", "-", "-", "root", "stopped", "linux"]
+    );
 }
 
 #[test]
@@ -80,7 +104,10 @@ fn guest_reboot_restarts_vm_and_forced_stop_ends_it() {
     let (mut child, mut console) =
         start_with_console(&daemon, "rebooter", "1", &cmdline("cpus", "reboot"));
     console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
-    assert_eq!(console.expect_prefix("VMDTEST cpus", BOOT_TIMEOUT), "VMDTEST cpus 1");
+    assert_eq!(
+        console.expect_prefix("VMDTEST cpus", BOOT_TIMEOUT),
+        "VMDTEST cpus 1"
+    );
     console.expect_prefix("VMDTEST-END", BOOT_TIMEOUT);
     // Same VM, same console, second boot.
     console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
@@ -88,7 +115,10 @@ fn guest_reboot_restarts_vm_and_forced_stop_ends_it() {
     assert!(status.contains(" running rebooter"), "{status}");
 
     let out = daemon.vmctl(&["stop", "-f", "rebooter"]);
-    assert_eq!(out.stderr, "stopping vm rebooter: forced to terminate vm 1\n");
+    assert_eq!(
+        out.stderr,
+        "stopping vm rebooter: forced to terminate vm 1\n"
+    );
     console.rest(BOOT_TIMEOUT);
     assert!(child.wait().unwrap().success());
     let status = daemon.vmctl(&["status", "rebooter"]).stdout;
@@ -106,7 +136,19 @@ fn vmctl_stop_shuts_guest_down_through_power_button() {
     let out = daemon.vmctl(&["stop", "-w", "waiter"]);
     assert_eq!(out.stderr, "stopping vm waiter: terminated vm 1\n");
     assert_eq!(out.code, 0);
-    console.rest(BOOT_TIMEOUT);
+    // The guest saw the button and powered off cleanly, not killed: the
+    // kernel's last words are its power-down message.
+    let rest = console.rest(BOOT_TIMEOUT);
+    assert_eq!(
+        rest.first().map(String::as_str),
+        Some("VMDTEST-POWER-BUTTON"),
+        "{rest:?}"
+    );
+    assert!(
+        rest.last()
+            .is_some_and(|line| line.ends_with("reboot: Power down")),
+        "{rest:?}"
+    );
     assert!(child.wait().unwrap().success());
     let status = daemon.vmctl(&["status", "waiter"]).stdout;
     assert!(status.contains(" stopped waiter"), "{status}");

@@ -17,10 +17,17 @@ fn wait_for_state(daemon: &Daemon, name: &str, state: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = daemon.vmctl(&["status", name]).stdout;
-        if status.lines().nth(1).is_some_and(|line| line.contains(state)) {
+        if status
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line.contains(state))
+        {
             return status;
         }
-        assert!(Instant::now() < deadline, "{name} never became {state}: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {state}: {status}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -57,7 +64,8 @@ fn start_reports_id_and_tty() {
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "idle1", "-b", &kernel, "-m", "32M", "-p", "2"]);
     assert!(
-        out.stderr.starts_with("vmctl: started vm 1 successfully, tty /dev/pts/"),
+        out.stderr
+            .starts_with("vmctl: started vm 1 successfully, tty /dev/pts/"),
         "{out:?}"
     );
     assert_eq!(out.code, 0);
@@ -76,7 +84,12 @@ fn start_reports_id_and_tty() {
 fn starting_running_vm_is_already_in_progress() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");
-    assert_eq!(daemon.vmctl(&["start", "dup", "-b", &kernel, "-m", "32M"]).code, 0);
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "dup", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
     let out = daemon.vmctl(&["start", "dup", "-b", &kernel, "-m", "32M"]);
     assert_eq!(
         out.stderr,
@@ -90,13 +103,22 @@ fn starting_running_vm_is_already_in_progress() {
 fn stop_asks_guest_and_waits_for_power_off() {
     let daemon = Daemon::start();
     let kernel = tiny("power_button");
-    assert_eq!(daemon.vmctl(&["start", "pb", "-b", &kernel, "-m", "32M"]).code, 0);
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "pb", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
     let mut console = daemon.spawn_vmctl(&["console", "pb"]);
     let mut seen = String::new();
     let mut stdout = console.stdout.take().unwrap();
     let mut byte = [0u8; 1];
     while !seen.contains("armed\n") {
-        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "console ended: {seen:?}");
+        assert_eq!(
+            stdout.read(&mut byte).unwrap(),
+            1,
+            "console ended: {seen:?}"
+        );
         seen.push(byte[0] as char);
     }
     let out = daemon.vmctl(&["stop", "-w", "pb"]);
@@ -111,7 +133,12 @@ fn stop_asks_guest_and_waits_for_power_off() {
 fn stop_of_guest_ignoring_power_button_stops_it() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");
-    assert_eq!(daemon.vmctl(&["start", "deaf", "-b", &kernel, "-m", "32M"]).code, 0);
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "deaf", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
     let out = daemon.vmctl(&["stop", "deaf"]);
     assert_eq!(out.stderr, "stopping vm deaf: requested to shutdown vm 1\n");
     wait_for_state(&daemon, "deaf", "stopped");
@@ -133,7 +160,15 @@ fn guest_reboot_restarts_until_rate_limit() {
     let daemon = Daemon::start();
     let kernel = tiny("reset");
     let out = daemon.vmctl(&[
-        "start", "loop", "-b", &kernel, "-m", "32M", "--cmdline", "kbd", "-c",
+        "start",
+        "loop",
+        "-b",
+        &kernel,
+        "-m",
+        "32M",
+        "--cmdline",
+        "kbd",
+        "-c",
     ]);
     // The first start and three quick restarts; the fourth restart within
     // 6 s of the previous one is refused.

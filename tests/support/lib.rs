@@ -97,9 +97,7 @@ impl Daemon {
 
     /// Starts vmd through `wrap`, which may put a command in front of it
     /// (e.g. to run it in another mount namespace).
-    pub fn start_with(
-        wrap: impl FnOnce(std::process::Command) -> std::process::Command,
-    ) -> Daemon {
+    pub fn start_with(wrap: impl FnOnce(std::process::Command) -> std::process::Command) -> Daemon {
         open_kvm();
         let dir = TempDir::new("vmd-test");
         let socket = dir.path().join("vmd.sock");
@@ -226,7 +224,9 @@ impl LineReader {
             let reader = std::io::BufReader::new(stdout);
             for line in reader.split(b'\n') {
                 let Ok(line) = line else { return };
-                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
                 if sender.send(text).is_err() {
                     return;
                 }
@@ -271,7 +271,10 @@ impl LineReader {
                     rest.push(line);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return rest,
-                Err(e) => panic!("console did not end ({e}); so far:\n{}", self.seen.join("\n")),
+                Err(e) => panic!(
+                    "console did not end ({e}); so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -282,9 +285,13 @@ impl LineReader {
 /// build/guest/ (made by tests/guest/build.sh).
 pub fn guest_fixture() -> (PathBuf, PathBuf) {
     let from_env = |name: &str, default: &str| {
-        std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/guest").join(default)
-        })
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("build/guest")
+                    .join(default)
+            })
     };
     let kernel = from_env("GUEST_KERNEL", "vmlinuz");
     let initrd = from_env("GUEST_INITRD", "initramfs.cpio");

@@ -276,7 +276,9 @@ fn elf_load_end(kernel: &mut File) -> Result<Option<u64>, BootError> {
     let mut phdr = [0u8; PHDR_BYTES];
     for index in 0..u64::from(phnum) {
         kernel
-            .seek(SeekFrom::Start(phoff.saturating_add(index * PHDR_BYTES as u64)))
+            .seek(SeekFrom::Start(
+                phoff.saturating_add(index * PHDR_BYTES as u64),
+            ))
             .map_err(read)?;
         if kernel.read_exact(&mut phdr).is_err() {
             return Ok(None);

@@ -164,7 +164,10 @@ impl Parent {
             .write(true)
             .open(KVM_DEVICE)
             .map_err(|e| {
-                ErrorReply::new(ErrorCode::from_io(&e), format!("{KVM_DEVICE}: {}", io_error_text(&e)))
+                ErrorReply::new(
+                    ErrorCode::from_io(&e),
+                    format!("{KVM_DEVICE}: {}", io_error_text(&e)),
+                )
             })?;
         if vm.console.is_none() {
             let console = Console::open(vm.uid).map_err(|e| {
