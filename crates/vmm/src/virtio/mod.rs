@@ -2,6 +2,7 @@
 //! device trait the PCI transport drives, queue interrupts, and the worker
 //! thread that waits for queue notifications.
 
+pub mod driver;
 pub mod pci;
 pub mod rng;
 

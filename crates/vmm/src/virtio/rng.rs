@@ -183,3 +183,115 @@ fn fill_random(buffer: &mut [u8]) {
         // buffer is writable), so retrying is correct.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU8;
+    use std::time::{Duration, Instant};
+
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::virtio::QueueInterrupt;
+    use crate::virtio::driver::{Buffer, QueueDriver};
+
+    struct Harness {
+        memory: Arc<GuestMemoryMmap>,
+        driver: QueueDriver,
+        notify: EventFd,
+        device: Rng,
+    }
+
+    fn harness() -> Harness {
+        let memory = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let driver = QueueDriver::new(&memory, 0x1000, 16);
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut device = Rng::new();
+        device
+            .activate(ActivateContext {
+                memory: memory.clone(),
+                acked_features: 0,
+                queues: vec![ActiveQueue {
+                    queue: driver.device_queue(),
+                    notify: notify.try_clone().unwrap(),
+                    interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
+                }],
+            })
+            .unwrap();
+        Harness {
+            memory,
+            driver,
+            notify,
+            device,
+        }
+    }
+
+    fn wait_used(harness: &mut Harness) -> (u16, u32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(used) = harness.driver.pop_used(&harness.memory) {
+                return used;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the device did not complete the request"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn request_gets_requested_number_of_bytes() {
+        let mut harness = harness();
+        let buffer = Buffer {
+            address: 0x10000,
+            len: 4000,
+            device_writable: true,
+        };
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        assert_eq!(wait_used(&mut harness), (head, 4000));
+        let mut bytes = vec![0u8; 4000];
+        harness
+            .memory
+            .read_slice(&mut bytes, GuestAddress(0x10000))
+            .unwrap();
+        assert!(bytes.iter().any(|&b| b != 0));
+        harness.device.reset();
+    }
+
+    #[test]
+    fn large_request_is_capped() {
+        let mut harness = harness();
+        let buffer = Buffer {
+            address: 0x20000,
+            len: 128 * 1024,
+            device_writable: true,
+        };
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        assert_eq!(wait_used(&mut harness), (head, MAX_BYTES_PER_REQUEST));
+    }
+
+    #[test]
+    fn device_readable_buffer_gets_nothing() {
+        let mut harness = harness();
+        let buffer = Buffer {
+            address: 0x10000,
+            len: 64,
+            device_writable: false,
+        };
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        assert_eq!(wait_used(&mut harness), (head, 0));
+    }
+}
