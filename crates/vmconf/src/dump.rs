@@ -9,15 +9,29 @@ use crate::config::{
     AllowInstance, BootDevice, Config, Disk, DiskFormat, Globals, Interface, Owner, Principal,
     Switch, Vm,
 };
+use crate::lexer;
 use crate::values::format_memory_size;
 
-/// Writes `text` as a double-quoted vm.conf string. Inside quotes the lexer
-/// treats a backslash before `"`, a space or a tab as an escape and keeps
-/// it before anything else, so only those cases need an extra backslash.
-// NOTE: a string ending in a backslash cannot be written in vm.conf quotes
-// (the backslash would escape the closing quote); such values come only
-// from unquoted words like `a\\` and are written as they are.
+/// Writes `text` as a vm.conf string that reads back unchanged.
+///
+/// Inside quotes the lexer treats a backslash before `"`, a space or a tab
+/// as an escape and keeps it before anything else, so only those cases need
+/// an extra backslash. A string ending in a backslash cannot be quoted at
+/// all, because the backslash would escape the closing quote; such strings
+/// come only from unquoted words like `a\\`, so their tail is written as an
+/// unquoted word again, after a quoted head if there is one.
 pub(crate) fn quote(text: &str) -> String {
+    if !text.ends_with('\\') {
+        return quote_plain(text);
+    }
+    match unquoted_tail_start(text) {
+        Some(0) => unquoted_word(text),
+        Some(start) => format!("{} {}", quote_plain(&text[..start]), unquoted_word(&text[start..])),
+        None => quote_plain(text),
+    }
+}
+
+fn quote_plain(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     let mut chars = text.chars().peekable();
@@ -30,6 +44,26 @@ pub(crate) fn quote(text: &str) -> String {
     }
     quoted.push('"');
     quoted
+}
+
+/// Returns the first index from which `text` can be written as an unquoted
+/// word: every byte after it may continue a word, the byte at it may start
+/// one, and the quoted head before it does not end in a backslash.
+fn unquoted_tail_start(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut word_start = bytes.len();
+    while word_start > 0 && lexer::continues_word(bytes[word_start - 1]) {
+        word_start -= 1;
+    }
+    (word_start..bytes.len()).find(|&start| {
+        lexer::starts_word(bytes[start]) && (start == 0 || bytes[start - 1] != b'\\')
+    })
+}
+
+/// Writes a word unquoted; outside quotes a backslash escapes the next
+/// byte, so each backslash is doubled.
+fn unquoted_word(text: &str) -> String {
+    text.replace('\\', "\\\\")
 }
 
 fn quote_path(path: &Path) -> String {
@@ -46,11 +80,10 @@ fn principal_text(principal: &Principal) -> String {
 /// Writes an owner as the grammar's `owner_id`: a bare number for a uid
 /// written as a number, otherwise a quoted `user[:group]` or `:group`.
 fn owner_text(owner: &Owner) -> String {
-    if let (Some(user), None) = (&owner.user, &owner.group) {
-        if user.name.is_none() {
+    if let (Some(user), None) = (&owner.user, &owner.group)
+        && user.name.is_none() {
             return user.id.to_string();
         }
-    }
     let mut text = owner.user.as_ref().map(principal_text).unwrap_or_default();
     if let Some(group) = &owner.group {
         text.push(':');
@@ -267,9 +300,34 @@ mod tests {
         Lexer::new(text.as_bytes()).next_token(&mut Macros::default()).kind
     }
 
+    /// Lexes `text` and concatenates its strings, as the grammar's `string`.
+    fn lex_string(text: &str) -> String {
+        let mut lexer = Lexer::new(text.as_bytes());
+        let mut macros = Macros::default();
+        let mut value = String::new();
+        loop {
+            match lexer.next_token(&mut macros).kind {
+                TokenKind::Quoted(part) | TokenKind::Word(part) => value.push_str(&part),
+                TokenKind::Eof => return value,
+                other => panic!("unexpected token {other:?} in {text:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_backslash_is_written_unquoted() {
+        assert_eq!(quote("a\\"), "a\\\\");
+        assert_eq!(quote("x y\\"), "\"x \" y\\\\");
+        for text in ["a\\", "x y\\", "\\a_\\", "a\\b\\", "5\\", "a\"\\"] {
+            assert_eq!(lex_string(&quote(text)), text, "case {text:?}");
+        }
+    }
+
     #[test]
     fn quoted_strings_read_back_unchanged() {
-        let cases = ["plain", "with space", "a\"b", "back\\slash", "a\\ b", "a\\\tb", "a\\\"b", "$x #y", "\\\\ x"];
+        let cases = [
+            "plain", "with space", "a\"b", "back\\slash", "a\\ b", "a\\\tb", "a\\\"b", "$x #y", "\\\\ x",
+        ];
         for text in cases {
             assert_eq!(lex_one(&quote(text)), TokenKind::Quoted(text.to_owned()), "case {text:?}");
         }

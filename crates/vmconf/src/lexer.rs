@@ -156,6 +156,8 @@ struct Char {
     byte: u8,
     line: u32,
     expanded: bool,
+    /// Read once already and put back: backslash processing has been done.
+    reread: bool,
 }
 
 /// Macros defined with `name = "value"` or `-D name=value`, shared by a
@@ -238,11 +240,11 @@ fn ends_number(byte: u8) -> bool {
     byte.is_ascii_whitespace() || matches!(byte, b')' | b',' | b'/' | b'}' | b'=')
 }
 
-fn starts_word(byte: u8) -> bool {
+pub(crate) fn starts_word(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b':' | b'_' | b'/')
 }
 
-fn continues_word(byte: u8) -> bool {
+pub(crate) fn continues_word(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
         || (byte.is_ascii_punctuation()
             && !matches!(byte, b'(' | b')' | b'{' | b'}' | b'!' | b'=' | b'#' | b','))
@@ -291,6 +293,7 @@ impl<'a> Lexer<'a> {
             byte,
             line,
             expanded: false,
+            reread: false,
         })
     }
 
@@ -299,7 +302,7 @@ impl<'a> Lexer<'a> {
     fn read(&mut self) -> Option<Char> {
         loop {
             let char = self.read_raw()?;
-            if char.byte != b'\\' {
+            if char.byte != b'\\' || char.reread {
                 return Some(char);
             }
             let next = self.read_raw()?;
@@ -310,7 +313,10 @@ impl<'a> Lexer<'a> {
     }
 
     fn unread(&mut self, char: Char) {
-        self.pushback.push(char);
+        self.pushback.push(Char {
+            reread: true,
+            ..char
+        });
     }
 
     fn error(&mut self, line: u32, message: String) -> TokenKind {
@@ -424,6 +430,7 @@ impl<'a> Lexer<'a> {
                 byte,
                 line,
                 expanded: true,
+                reread: false,
             });
         }
         Ok(())

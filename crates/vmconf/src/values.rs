@@ -66,7 +66,7 @@ pub(crate) fn parse_scaled_size(text: &str) -> Result<u64, String> {
 pub(crate) fn check_memory_size(bytes: u64, written: &str, bare_number: bool) -> Result<u64, String> {
     if bytes < MIN_MEMORY_BYTES {
         let mut message = format!("memory size {written} is below the minimum of 1M");
-        if bare_number {
+        if bare_number && bytes > 0 {
             message.push_str(&format!(
                 " (a number without a unit counts bytes: write {written}M for mebibytes)"
             ));
@@ -82,7 +82,7 @@ pub(crate) fn check_memory_size(bytes: u64, written: &str, bare_number: bool) ->
 /// Formats a byte count that is a whole number of MiB as `NG` or `NM`.
 pub(crate) fn format_memory_size(bytes: u64) -> String {
     let mebibytes = bytes / MIB;
-    if mebibytes % 1024 == 0 && mebibytes != 0 {
+    if mebibytes.is_multiple_of(1024) && mebibytes != 0 {
         format!("{}G", mebibytes / 1024)
     } else {
         format!("{mebibytes}M")

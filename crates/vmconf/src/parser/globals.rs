@@ -11,6 +11,7 @@ impl Parser {
     /// When repeated, the last line wins, as in OpenBSD.
     pub(super) fn parse_local(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Local, line)?;
         let token = self.next(cursor);
         match token.kind {
             TokenKind::Keyword(Keyword::Prefix) => {
@@ -57,6 +58,7 @@ impl Parser {
     /// Parses `socket owner OWNER`.
     pub(super) fn parse_socket_owner(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Socket, line)?;
         self.expect_keyword(cursor, Keyword::Owner, "socket")?;
         let owner = self.parse_owner(cursor)?;
         let location = self.location(cursor, line);
@@ -70,6 +72,7 @@ impl Parser {
     /// Parses `staggered start parallel N delay S`.
     pub(super) fn parse_staggered_start(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Staggered, line)?;
         self.expect_keyword(cursor, Keyword::Start, "staggered")?;
         self.expect_keyword(cursor, Keyword::Parallel, "staggered start")?;
         let (parallel, _) = self.parse_number(cursor, "the number of VMs started at once")?;
@@ -102,6 +105,7 @@ impl Parser {
     /// no AgentX subagent on Linux.
     pub(super) fn parse_agentx(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Agentx, line)?;
         loop {
             if self.accept_keyword(cursor, Keyword::Context) {
                 self.parse_single_string(cursor, "a context name after agentx context")?;

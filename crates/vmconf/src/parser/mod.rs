@@ -284,6 +284,35 @@ impl Parser {
         }
     }
 
+    /// Reports `keyword = value`: keywords cannot name macros.
+    pub(crate) fn reject_keyword_macro(&mut self, cursor: &mut Cursor<'_>, keyword: Keyword, line: u32) -> Parsed<()> {
+        if self.peek(cursor).kind != TokenKind::Equals {
+            return Ok(());
+        }
+        let message = format!("macro name \"{}\" is a keyword: choose another name", keyword.as_str());
+        Err(self.error(cursor, line, message))
+    }
+
+    /// Consumes the `{` that opens a block. A `{` on the next line is
+    /// reported, since OpenBSD requires it on the declaration line, but the
+    /// block is still read so that errors inside it are found.
+    pub(crate) fn expect_open_brace(&mut self, cursor: &mut Cursor<'_>, declaration: &str) -> Parsed<()> {
+        let token = self.next(cursor);
+        if token.kind == TokenKind::OpenBrace {
+            return Ok(());
+        }
+        if token.kind == TokenKind::Newline {
+            self.skip_newlines(cursor);
+            if self.peek(cursor).kind == TokenKind::OpenBrace {
+                let line = self.next(cursor).line;
+                let message = format!("syntax error: \"{{\" must be on the {declaration} line");
+                self.error(cursor, line, message);
+                return Ok(());
+            }
+        }
+        Err(self.syntax_error(cursor, token, &format!("\"{{\" on the {declaration} line")))
+    }
+
     fn syntax_error(&mut self, cursor: &Cursor<'_>, token: Token, expected: &str) -> Stop {
         let message = match token.kind {
             TokenKind::Invalid => return Stop::Skip,
@@ -337,20 +366,49 @@ impl Parser {
         }
     }
 
-    /// Skips to the end of the line, consuming the newline.
+    /// Skips the rest of a failed statement: to the end of the line,
+    /// consuming the newline, and over a block that opens on the line, so
+    /// that its options are not read as statements. A line inside the
+    /// skipped block that starts a top-level statement ends the skip, in
+    /// case the block's closing brace is missing.
     fn skip_line(&mut self, cursor: &mut Cursor<'_>) {
+        let mut depth = 0usize;
         loop {
-            match self.next(cursor).kind {
-                TokenKind::Newline => return,
+            let token = self.next(cursor);
+            match token.kind {
+                TokenKind::Newline if depth == 0 => return,
+                TokenKind::Newline => {
+                    self.skip_newlines(cursor);
+                    if starts_top_level_statement(&self.peek(cursor).kind, "") {
+                        return;
+                    }
+                }
+                TokenKind::OpenBrace => depth += 1,
+                TokenKind::CloseBrace => depth = depth.saturating_sub(1),
                 TokenKind::Eof => {
-                    cursor.peeked = Some(Token {
-                        kind: TokenKind::Eof,
-                        line: 0,
-                    });
+                    cursor.peeked = Some(token);
                     return;
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Skips to the `}` that closes the current brace list, consuming it.
+    pub(crate) fn skip_past_close_brace(&mut self, cursor: &mut Cursor<'_>) {
+        let mut depth = 0usize;
+        loop {
+            match self.peek(cursor).kind {
+                TokenKind::Eof => return,
+                TokenKind::CloseBrace if depth == 0 => {
+                    self.next(cursor);
+                    return;
+                }
+                TokenKind::CloseBrace => depth -= 1,
+                TokenKind::OpenBrace => depth += 1,
+                _ => {}
+            }
+            self.next(cursor);
         }
     }
 
@@ -371,7 +429,7 @@ impl Parser {
         }
     }
 
-    fn skip_newlines(&mut self, cursor: &mut Cursor<'_>) {
+    pub(crate) fn skip_newlines(&mut self, cursor: &mut Cursor<'_>) {
         while self.peek(cursor).kind == TokenKind::Newline {
             self.next(cursor);
         }
@@ -397,8 +455,9 @@ impl Parser {
                     return Ok(());
                 }
                 TokenKind::Eof => {
-                    let message =
-                        format!("missing \"}}\": {block} from line {open_line} is not closed at the end of the file");
+                    let message = format!(
+                        "missing \"}}\": the {block} opened at line {open_line} is not closed at the end of the file"
+                    );
                     self.error(cursor, token.line, message);
                     return Err(Stop::Resync);
                 }
@@ -407,7 +466,7 @@ impl Parser {
                     continue;
                 }
                 ref kind if starts_top_level_statement(kind, block) => {
-                    let message = format!("missing \"}}\" to close {block} from line {open_line}");
+                    let message = format!("missing \"}}\" to close the {block} opened at line {open_line}");
                     self.error(cursor, token.line, message);
                     return Err(Stop::Resync);
                 }
@@ -529,6 +588,7 @@ impl Parser {
 
     fn parse_include(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Include, line)?;
         let name = self.parse_string(cursor, "a file name after include")?;
 
         // The included file is read before the end of this line is checked,

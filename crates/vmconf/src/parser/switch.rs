@@ -10,13 +10,20 @@ pub(crate) const SWITCH_OPTIONS: &[&str] = &[
     "enable", "disable", "group", "interface", "locked", "rdomain", "up", "down",
 ];
 
+/// A switch block being parsed.
+struct SwitchState {
+    switch: Switch,
+    /// `interface` lines written, including those with errors.
+    interface_lines: usize,
+}
+
 impl Parser {
     /// Parses a switch block and registers the switch unless it has errors
     /// of its own (bad or duplicate name, no interface).
     pub(super) fn parse_switch(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Switch, line)?;
         let name = self.parse_string(cursor, "a switch name")?;
-        self.context = Some(format!("switch \"{name}\""));
         let mut valid = true;
         if let Err(message) = values::check_switch_name(&name) {
             self.error(cursor, line, message);
@@ -27,12 +34,10 @@ impl Parser {
             self.error(cursor, line, format!("switch \"{name}\" is already defined at {previous}"));
             valid = false;
         }
-        let brace = self.next(cursor);
-        if brace.kind != TokenKind::OpenBrace {
-            return Err(self.syntax_error(cursor, brace, "\"{\" on the switch line"));
-        }
+        self.context = Some(format!("switch \"{name}\""));
+        self.expect_open_brace(cursor, "switch")?;
 
-        let mut switch = Switch {
+        let switch = Switch {
             name: name.clone(),
             location: self.location(cursor, line),
             enabled: true,
@@ -42,15 +47,23 @@ impl Parser {
             rdomain: None,
             up: true,
         };
-        let block = format!("switch \"{name}\"");
-        self.parse_block(cursor, &mut switch, &block, line, Self::parse_switch_option)?;
+        let mut state = SwitchState {
+            switch,
+            interface_lines: 0,
+        };
+        self.parse_block(cursor, &mut state, "block", line, Self::parse_switch_option)?;
+        let switch = state.switch;
 
-        if switch.interface.is_empty() {
+        // A failed interface line has been reported already.
+        if state.interface_lines == 0 {
             let message = format!(
                 "switch \"{name}\" is missing interface name: add interface \"NAME\" with the bridge to use"
             );
             self.context = None;
             self.error(cursor, line, message);
+            valid = false;
+        }
+        if valid && switch.interface.is_empty() {
             valid = false;
         }
         if valid {
@@ -60,7 +73,8 @@ impl Parser {
         Ok(())
     }
 
-    fn parse_switch_option(&mut self, cursor: &mut Cursor<'_>, switch: &mut Switch) -> Parsed<()> {
+    fn parse_switch_option(&mut self, cursor: &mut Cursor<'_>, state: &mut SwitchState) -> Parsed<()> {
+        let switch = &mut state.switch;
         let token = self.next(cursor);
         let line = token.line;
         match token.kind {
@@ -74,6 +88,7 @@ impl Parser {
                 switch.group = Some(group);
             }
             TokenKind::Keyword(Keyword::Interface) => {
+                state.interface_lines += 1;
                 let interface = self.parse_string(cursor, "a bridge interface name")?;
                 match values::interface_name_problem(&interface) {
                     None => switch.interface = interface,

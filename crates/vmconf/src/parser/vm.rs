@@ -46,18 +46,16 @@ impl Parser {
     /// the block as a whole has errors.
     pub(super) fn parse_vm(&mut self, cursor: &mut Cursor<'_>) -> Parsed<()> {
         let line = self.next(cursor).line;
+        self.reject_keyword_macro(cursor, Keyword::Vm, line)?;
         let first = self.parse_string(cursor, "a vm name")?;
         let (name, parent) = if self.accept_keyword(cursor, Keyword::Instance) {
             (self.parse_string(cursor, "an instance name after instance")?, Some(first))
         } else {
             (first, None)
         };
-        self.context = Some(format!("vm \"{name}\""));
         let valid = self.check_vm_header(cursor, line, &name, parent.as_deref());
-        let brace = self.next(cursor);
-        if brace.kind != TokenKind::OpenBrace {
-            return Err(self.syntax_error(cursor, brace, "\"{\" on the vm line"));
-        }
+        self.context = Some(format!("vm \"{name}\""));
+        self.expect_open_brace(cursor, "vm")?;
 
         let mut state = VmState {
             vm: new_vm(name.clone(), self.location(cursor, line), parent),
@@ -67,8 +65,7 @@ impl Parser {
             interface_lines: 0,
             initrd_or_cmdline_line: None,
         };
-        let block = format!("vm \"{name}\"");
-        self.parse_block(cursor, &mut state, &block, line, Self::parse_vm_option)?;
+        self.parse_block(cursor, &mut state, "block", line, Self::parse_vm_option)?;
 
         let errors_before = self.error_count();
         self.check_vm_block(cursor, line, &state);
@@ -92,15 +89,14 @@ impl Parser {
             self.error(cursor, line, format!("vm \"{name}\" is already defined at {previous}"));
             valid = false;
         }
-        if let Some(parent) = parent {
-            if !self.vm_index.contains_key(parent) {
+        if let Some(parent) = parent
+            && !self.vm_index.contains_key(parent) {
                 let message = format!(
                     "instance of undefined vm \"{parent}\": define the vm \"{parent}\" block before its instances"
                 );
                 self.error(cursor, line, message);
                 valid = false;
             }
-        }
         valid
     }
 
@@ -450,6 +446,15 @@ impl Parser {
             return self.parse_instance_permission(cursor, allow);
         }
         self.next(cursor);
+        let result = self.parse_instance_permission_list(cursor, allow);
+        if result.is_err() {
+            // The list's own brace must not end the vm block.
+            self.skip_past_close_brace(cursor);
+        }
+        result
+    }
+
+    fn parse_instance_permission_list(&mut self, cursor: &mut Cursor<'_>, allow: &mut AllowInstance) -> Parsed<()> {
         self.skip_newlines(cursor);
         loop {
             self.parse_instance_permission(cursor, allow)?;
@@ -503,12 +508,11 @@ impl Parser {
                 let message = "no boot kernel, disk or cdrom: add a boot, disk or cdrom line".to_owned();
                 self.error(cursor, line, message);
             }
-            if let Some(extension_line) = state.initrd_or_cmdline_line {
-                if state.boot_lines == 0 {
+            if let Some(extension_line) = state.initrd_or_cmdline_line
+                && state.boot_lines == 0 {
                     let message = "initrd and cmdline need a kernel: add a boot line with the kernel".to_owned();
                     self.error(cursor, extension_line, message);
                 }
-            }
             return;
         }
         self.check_instance(cursor, line, vm);
@@ -547,11 +551,10 @@ impl Parser {
                 problems.push(format!("user mismatch: the owner must be that of vm \"{}\"", parent.name));
             }
             let parent_gid = parent.owner.as_ref().and_then(|owner| owner.gid());
-            if let Some(gid) = owner.gid().filter(|gid| *gid != 0) {
-                if Some(gid) != parent_gid {
+            if let Some(gid) = owner.gid().filter(|gid| *gid != 0)
+                && Some(gid) != parent_gid {
                     problems.push(format!("group mismatch: the group must be that of vm \"{}\"", parent.name));
                 }
-            }
         }
         for problem in problems {
             self.error(cursor, line, problem);
