@@ -230,9 +230,9 @@ pub enum DiskFormat {
 pub struct Disk {
     /// The image, resolved with realpath when the configuration was loaded.
     pub path: PathBuf,
-    /// The format given with `format`, or else detected from the qcow2 magic
-    /// at load time.
-    pub format: DiskFormat,
+    /// The format given with `format`. `None` means the opener detects it:
+    /// qcow2 when the image starts with the qcow2 magic `QFI\xfb`, else raw.
+    pub format: Option<DiskFormat>,
     /// The `disk` line.
     pub location: Location,
 }

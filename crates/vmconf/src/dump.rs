@@ -26,7 +26,11 @@ pub(crate) fn quote(text: &str) -> String {
     }
     match unquoted_tail_start(text) {
         Some(0) => unquoted_word(text),
-        Some(start) => format!("{} {}", quote_plain(&text[..start]), unquoted_word(&text[start..])),
+        Some(start) => format!(
+            "{} {}",
+            quote_plain(&text[..start]),
+            unquoted_word(&text[start..])
+        ),
         None => quote_plain(text),
     }
 }
@@ -81,9 +85,10 @@ fn principal_text(principal: &Principal) -> String {
 /// written as a number, otherwise a quoted `user[:group]` or `:group`.
 fn owner_text(owner: &Owner) -> String {
     if let (Some(user), None) = (&owner.user, &owner.group)
-        && user.name.is_none() {
-            return user.id.to_string();
-        }
+        && user.name.is_none()
+    {
+        return user.id.to_string();
+    }
     let mut text = owner.user.as_ref().map(principal_text).unwrap_or_default();
     if let Some(group) = &owner.group {
         text.push(':');
@@ -99,7 +104,11 @@ fn write_globals(out: &mut String, globals: &Globals) -> fmt::Result {
     }
     if let Some(inet6) = &globals.local_inet6 {
         match inet6.value {
-            Some(prefix) => writeln!(out, "local inet6 prefix \"{}/{}\"", prefix.address, prefix.length)?,
+            Some(prefix) => writeln!(
+                out,
+                "local inet6 prefix \"{}/{}\"",
+                prefix.address, prefix.length
+            )?,
             None => writeln!(out, "local inet6")?,
         }
     }
@@ -139,11 +148,12 @@ fn write_switch(out: &mut String, switch: &Switch) -> fmt::Result {
 }
 
 fn write_disk(out: &mut String, disk: &Disk) -> fmt::Result {
-    let format = match disk.format {
-        DiskFormat::Raw => "raw",
-        DiskFormat::Qcow2 => "qcow2",
-    };
-    writeln!(out, "\tdisk {} format {format}", quote_path(&disk.path))
+    write!(out, "\tdisk {}", quote_path(&disk.path))?;
+    match disk.format {
+        Some(DiskFormat::Raw) => writeln!(out, " format raw"),
+        Some(DiskFormat::Qcow2) => writeln!(out, " format qcow2"),
+        None => writeln!(out),
+    }
 }
 
 fn write_interface(out: &mut String, interface: &Interface) -> fmt::Result {
@@ -297,7 +307,9 @@ mod tests {
     use crate::lexer::{Lexer, Macros, TokenKind};
 
     fn lex_one(text: &str) -> TokenKind {
-        Lexer::new(text.as_bytes()).next_token(&mut Macros::default()).kind
+        Lexer::new(text.as_bytes())
+            .next_token(&mut Macros::default())
+            .kind
     }
 
     /// Lexes `text` and concatenates its strings, as the grammar's `string`.
@@ -326,10 +338,22 @@ mod tests {
     #[test]
     fn quoted_strings_read_back_unchanged() {
         let cases = [
-            "plain", "with space", "a\"b", "back\\slash", "a\\ b", "a\\\tb", "a\\\"b", "$x #y", "\\\\ x",
+            "plain",
+            "with space",
+            "a\"b",
+            "back\\slash",
+            "a\\ b",
+            "a\\\tb",
+            "a\\\"b",
+            "$x #y",
+            "\\\\ x",
         ];
         for text in cases {
-            assert_eq!(lex_one(&quote(text)), TokenKind::Quoted(text.to_owned()), "case {text:?}");
+            assert_eq!(
+                lex_one(&quote(text)),
+                TokenKind::Quoted(text.to_owned()),
+                "case {text:?}"
+            );
         }
     }
 }

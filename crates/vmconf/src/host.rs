@@ -1,18 +1,13 @@
 //! What the parser asks of the host while loading: realpath of image files,
-//! the qcow2 magic of disks, the user database and the online CPU count.
+//! the user database and the online CPU count.
 //! Nothing here writes anything.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Group, User};
-
-use crate::config::DiskFormat;
-
-/// The magic at the start of every qcow2 image.
-const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 
 /// Host facts that stay fixed during one load.
 #[derive(Clone, Copy, Debug)]
@@ -84,11 +79,15 @@ pub(crate) fn resolve_regular_file(path: &str) -> Result<PathBuf, String> {
 }
 
 /// Resolves a disk path with realpath. The image must be a regular file or
-/// a block device; other kinds (a FIFO could block the read below) are
-/// rejected.
-pub(crate) fn resolve_disk(path: &str) -> Result<PathBuf, String> {
-    let resolved = fs::canonicalize(path).map_err(|error| describe_io_error(&error))?;
-    let metadata = fs::metadata(&resolved).map_err(|error| describe_io_error(&error))?;
+/// a block device; other kinds (directories, FIFOs) cannot hold a disk and
+/// are rejected, as opening them when the VM starts would fail or block.
+/// The image is not opened here: permissions and the format are checked by
+/// whoever opens it when the VM starts.
+pub(crate) fn resolve_disk(
+    path: &str,
+    directories: &mut DirectoryCache,
+) -> Result<PathBuf, String> {
+    let (resolved, metadata) = directories.resolve(Path::new(path))?;
     let file_type = metadata.file_type();
     if !(file_type.is_file() || file_type.is_block_device()) {
         return Err("not a regular file or block device".to_owned());
@@ -96,15 +95,47 @@ pub(crate) fn resolve_disk(path: &str) -> Result<PathBuf, String> {
     Ok(resolved)
 }
 
-/// Detects the format of a disk image from its first bytes: qcow2 when it
-/// starts with the qcow2 magic, raw otherwise, also when it cannot be read
-/// (as OpenBSD does; opening it when the VM starts reports the error).
-pub(crate) fn detect_disk_format(path: &Path) -> DiskFormat {
-    let mut magic = [0u8; 4];
-    let read = File::open(path).and_then(|mut file| file.read_exact(&mut magic));
-    match read {
-        Ok(()) if &magic == QCOW2_MAGIC => DiskFormat::Qcow2,
-        _ => DiskFormat::Raw,
+/// realpath(3) with the resolved directories remembered for one load.
+/// realpath reads every component of every path, and the disks of many VMs
+/// usually share a directory; with the directory known, a file that is not
+/// a symbolic link needs one lstat.
+#[derive(Debug, Default)]
+pub(crate) struct DirectoryCache {
+    directories: std::collections::HashMap<PathBuf, PathBuf>,
+}
+
+impl DirectoryCache {
+    /// Returns the realpath of `path` and the metadata of the file it
+    /// names.
+    pub(crate) fn resolve(&mut self, path: &Path) -> Result<(PathBuf, fs::Metadata), String> {
+        let describe = |error: io::Error| describe_io_error(&error);
+        let resolve_fully = |path: &Path| {
+            let resolved = fs::canonicalize(path).map_err(describe)?;
+            let metadata = fs::metadata(&resolved).map_err(describe)?;
+            Ok((resolved, metadata))
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return resolve_fully(path);
+        };
+        let trailing_slash = path.as_os_str().as_encoded_bytes().ends_with(b"/");
+        if parent.as_os_str().is_empty() || trailing_slash {
+            return resolve_fully(path);
+        }
+        let directory = match self.directories.get(parent) {
+            Some(directory) => directory.clone(),
+            None => {
+                let directory = fs::canonicalize(parent).map_err(describe)?;
+                self.directories
+                    .insert(parent.to_path_buf(), directory.clone());
+                directory
+            }
+        };
+        let candidate = directory.join(name);
+        let metadata = fs::symlink_metadata(&candidate).map_err(describe)?;
+        if metadata.file_type().is_symlink() {
+            return resolve_fully(&candidate);
+        }
+        Ok((candidate, metadata))
     }
 }
 
@@ -114,7 +145,10 @@ pub(crate) fn lookup_user(name: &str) -> Result<u32, String> {
     match User::from_name(name) {
         Ok(Some(user)) => Ok(user.uid.as_raw()),
         Ok(None) => parse_numeric_id(name).ok_or_else(|| format!("unknown user \"{name}\"")),
-        Err(error) => Err(format!("failed to look up user \"{name}\": {}", error.desc())),
+        Err(error) => Err(format!(
+            "failed to look up user \"{name}\": {}",
+            error.desc()
+        )),
     }
 }
 
@@ -124,7 +158,10 @@ pub(crate) fn lookup_group(name: &str) -> Result<u32, String> {
     match Group::from_name(name) {
         Ok(Some(group)) => Ok(group.gid.as_raw()),
         Ok(None) => parse_numeric_id(name).ok_or_else(|| format!("unknown group \"{name}\"")),
-        Err(error) => Err(format!("failed to look up group \"{name}\": {}", error.desc())),
+        Err(error) => Err(format!(
+            "failed to look up group \"{name}\": {}",
+            error.desc()
+        )),
     }
 }
 
@@ -148,6 +185,40 @@ mod tests {
         assert_eq!(count_cpu_list("0-1,4,6-7"), Some(5));
         assert_eq!(count_cpu_list("3-1"), None);
         assert_eq!(count_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn directory_cache_matches_realpath() {
+        let directory = std::env::temp_dir().join(format!("vmconf-host-{}", std::process::id()));
+        fs::create_dir_all(directory.join("sub")).unwrap();
+        fs::write(directory.join("sub/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("sub/file", directory.join("link")).unwrap();
+        let mut cache = DirectoryCache::default();
+        for relative in [
+            "sub/file",
+            "link",
+            "sub/../sub/file",
+            "sub/./file",
+            "sub",
+            "sub/.",
+        ] {
+            let path = directory.join(relative);
+            let resolved = cache.resolve(&path).map(|(resolved, _)| resolved);
+            assert_eq!(
+                resolved,
+                Ok(fs::canonicalize(&path).unwrap()),
+                "case {relative}"
+            );
+        }
+        let missing = cache
+            .resolve(&directory.join("missing"))
+            .map(|(resolved, _)| resolved);
+        assert_eq!(missing, Err("no such file or directory".to_owned()));
+        let not_directory = cache
+            .resolve(&directory.join("sub/file/"))
+            .map(|(resolved, _)| resolved);
+        assert_eq!(not_directory, Err("not a directory".to_owned()));
+        fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]

@@ -108,6 +108,13 @@ const KEYWORDS: &[(&str, Keyword)] = &[
 
 impl Keyword {
     pub(crate) fn from_word(word: &str) -> Option<Keyword> {
+        // Every keyword is 2 to 10 lowercase letters or digits; most words
+        // of a configuration are not keywords and fail this cheap test.
+        let plausible = (2..=10).contains(&word.len())
+            && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'6');
+        if !plausible {
+            return None;
+        }
         KEYWORDS
             .iter()
             .find(|(text, _)| *text == word)
@@ -583,7 +590,10 @@ impl<'a> Lexer<'a> {
                 None => break,
             }
         }
-        match std::str::from_utf8(&bytes).ok().and_then(|text| text.chars().next()) {
+        match std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.chars().next())
+        {
             Some(decoded) => TokenKind::Other(decoded),
             None => self.error(first.line, "invalid UTF-8 in the configuration".to_owned()),
         }
@@ -639,7 +649,11 @@ mod tests {
     fn comment_ends_word_and_continues_with_backslash() {
         assert_eq!(
             lex("vm#x\nup"),
-            vec![TokenKind::Keyword(Keyword::Vm), TokenKind::Newline, TokenKind::Keyword(Keyword::Up)]
+            vec![
+                TokenKind::Keyword(Keyword::Vm),
+                TokenKind::Newline,
+                TokenKind::Keyword(Keyword::Up)
+            ]
         );
         assert_eq!(lex("# a \\\nup\n"), vec![TokenKind::Newline]);
     }
@@ -661,7 +675,10 @@ mod tests {
     fn macro_expands_into_the_word_it_starts() {
         let mut macros = Macros::default();
         macros.define("dir", "/var/vm", None, false);
-        assert_eq!(lex_with("$dir/a.img", &mut macros), vec![word("/var/vm/a.img")]);
+        assert_eq!(
+            lex_with("$dir/a.img", &mut macros),
+            vec![word("/var/vm/a.img")]
+        );
         assert_eq!(lex_with("\"$dir\"", &mut macros), vec![quoted("$dir")]);
         assert_eq!(lex_with("a$dir", &mut macros), vec![word("a$dir")]);
     }
@@ -689,7 +706,10 @@ mod tests {
         let mut lexer = Lexer::new(b"\"a\0b\" up");
         let token = lexer.next_token(&mut Macros::default());
         assert_eq!(token.kind, TokenKind::Invalid);
-        assert_eq!(lexer.errors, vec![(1, "NUL byte in quoted string".to_owned())]);
+        assert_eq!(
+            lexer.errors,
+            vec![(1, "NUL byte in quoted string".to_owned())]
+        );
     }
 
     #[test]
@@ -699,7 +719,10 @@ mod tests {
         assert_eq!(token.kind, TokenKind::Invalid);
         assert_eq!(
             lexer.errors,
-            vec![(1, "\"99999999999999999999\" invalid number: too large".to_owned())]
+            vec![(
+                1,
+                "\"99999999999999999999\" invalid number: too large".to_owned()
+            )]
         );
     }
 }

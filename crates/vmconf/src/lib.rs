@@ -31,8 +31,8 @@ use std::sync::Arc;
 pub use config::{
     AllowInstance, BootDevice, Config, DEFAULT_CPUS, DEFAULT_LOCAL_PREFIX, DEFAULT_MEMORY_BYTES,
     DEFAULT_STAGGERED_DELAY_SECONDS, Disk, DiskFormat, Globals, Interface, Ipv4Prefix, Ipv6Prefix,
-    Location, MAX_CPUS, MAX_DISKS, MAX_INTERFACES, MAX_MEMORY_BYTES, MAX_NAME_LEN, MIN_MEMORY_BYTES,
-    MacAddress, Owner, Principal, Setting, StaggeredStart, Switch, Vm,
+    Location, MAX_CPUS, MAX_DISKS, MAX_INTERFACES, MAX_MEMORY_BYTES, MAX_NAME_LEN,
+    MIN_MEMORY_BYTES, MacAddress, Owner, Principal, Setting, StaggeredStart, Switch, Vm,
 };
 pub use diagnostic::{Diagnostic, Severity};
 
@@ -81,7 +81,10 @@ pub fn load(path: Option<&Path>, defines: &[String]) -> Result<Loaded, Vec<Diagn
     match parser::read_config_file(&path) {
         Ok(contents) => load_bytes(&path, &contents, defines),
         Err(reason) if !explicit && !path.exists() => {
-            let message = format!("{}: {reason}: no switches or VMs are configured", path.display());
+            let message = format!(
+                "{}: {reason}: no switches or VMs are configured",
+                path.display()
+            );
             Ok(Loaded {
                 config: Config::default(),
                 warnings: vec![Diagnostic::warning(None, message)],
@@ -100,7 +103,11 @@ pub fn load(path: Option<&Path>, defines: &[String]) -> Result<Loaded, Vec<Diagn
 /// # Errors
 ///
 /// As [`load`].
-pub fn load_bytes(path: &Path, contents: &[u8], defines: &[String]) -> Result<Loaded, Vec<Diagnostic>> {
+pub fn load_bytes(
+    path: &Path,
+    contents: &[u8],
+    defines: &[String],
+) -> Result<Loaded, Vec<Diagnostic>> {
     load_with_host(path, contents, defines, HostFacts::probe())
 }
 
@@ -159,11 +166,18 @@ impl Parser {
     /// Warns about VM interfaces naming a switch that no switch block
     /// defines: vmd leaves them unattached, as OpenBSD does.
     fn warn_about_undefined_switches(&mut self) {
-        let names: Vec<String> = self.config.switches.iter().map(|switch| switch.name.clone()).collect();
+        let names: Vec<String> = self
+            .config
+            .switches
+            .iter()
+            .map(|switch| switch.name.clone())
+            .collect();
         let mut warnings = Vec::new();
         for vm in &self.config.vms {
             for interface in &vm.interfaces {
-                let Some(switch) = &interface.switch else { continue };
+                let Some(switch) = &interface.switch else {
+                    continue;
+                };
                 if names.contains(switch) {
                     continue;
                 }
@@ -188,7 +202,12 @@ impl Parser {
             .entries()
             .iter()
             .filter(|entry| !entry.used)
-            .map(|entry| (entry.location.clone(), format!("macro '{}' not used", entry.name)))
+            .map(|entry| {
+                (
+                    entry.location.clone(),
+                    format!("macro '{}' not used", entry.name),
+                )
+            })
             .collect();
         for (location, message) in unused {
             match location {
@@ -237,7 +256,10 @@ mod tests {
         let vm = &loaded.config.vms[0];
         assert_eq!(vm.effective_memory_bytes(), 512 * 1024 * 1024);
         assert_eq!(vm.effective_cpus(), 1);
-        assert_eq!(loaded.config.globals.effective_local_prefix(), DEFAULT_LOCAL_PREFIX);
+        assert_eq!(
+            loaded.config.globals.effective_local_prefix(),
+            DEFAULT_LOCAL_PREFIX
+        );
     }
 
     #[test]
@@ -254,7 +276,15 @@ mod tests {
 
     #[test]
     fn command_line_define_without_equals_is_an_error() {
-        let result = load_with_host(Path::new("t.conf"), b"", &["name".to_owned()], HostFacts { online_cpus: 1 });
-        assert_eq!(messages(result), vec!["-D name: missing '=': use -D name=value"]);
+        let result = load_with_host(
+            Path::new("t.conf"),
+            b"",
+            &["name".to_owned()],
+            HostFacts { online_cpus: 1 },
+        );
+        assert_eq!(
+            messages(result),
+            vec!["-D name: missing '=': use -D name=value"]
+        );
     }
 }

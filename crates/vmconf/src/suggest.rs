@@ -4,7 +4,10 @@
 /// deletions, substitutions and swaps of neighbours), if it is close enough
 /// to be a likely typo: at most one edit per three characters, and at least
 /// one.
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     let limit = (word.chars().count() / 3).max(1);
     candidates
@@ -25,8 +28,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 0..=a.len() {
         table[i * width] = i;
     }
-    for j in 0..=b.len() {
-        table[j] = j;
+    for (j, cell) in table.iter_mut().enumerate().take(width) {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -63,7 +63,11 @@ pub(crate) fn parse_scaled_size(text: &str) -> Result<u64, String> {
 
 /// Checks a memory size in bytes against the limits and rounds it down to a
 /// MiB. `written` is the value as the user wrote it, for the message.
-pub(crate) fn check_memory_size(bytes: u64, written: &str, bare_number: bool) -> Result<u64, String> {
+pub(crate) fn check_memory_size(
+    bytes: u64,
+    written: &str,
+    bare_number: bool,
+) -> Result<u64, String> {
     if bytes < MIN_MEMORY_BYTES {
         let mut message = format!("memory size {written} is below the minimum of 1M");
         if bare_number && bytes > 0 {
@@ -74,7 +78,9 @@ pub(crate) fn check_memory_size(bytes: u64, written: &str, bare_number: bool) ->
         return Err(message);
     }
     if bytes > MAX_MEMORY_BYTES {
-        return Err(format!("memory size {written} is above the maximum of 128G"));
+        return Err(format!(
+            "memory size {written} is above the maximum of 128G"
+        ));
     }
     Ok(bytes / MIB * MIB)
 }
@@ -137,14 +143,21 @@ pub(crate) fn parse_local_prefix(text: &str) -> Result<Ipv4Prefix, String> {
     };
     let octets: Vec<&str> = address.split('.').collect();
     if octets.is_empty() || octets.len() > 4 {
-        return Err(invalid("invalid format, use an IPv4 address like 100.64.0.0/10"));
+        return Err(invalid(
+            "invalid format, use an IPv4 address like 100.64.0.0/10",
+        ));
     }
     let mut bytes = [0u8; 4];
     for (byte, octet) in bytes.iter_mut().zip(&octets) {
-        let valid = !octet.is_empty() && octet.len() <= 3 && octet.bytes().all(|b| b.is_ascii_digit());
+        let valid =
+            !octet.is_empty() && octet.len() <= 3 && octet.bytes().all(|b| b.is_ascii_digit());
         *byte = match octet.parse::<u8>() {
             Ok(value) if valid => value,
-            _ => return Err(invalid("invalid format, use an IPv4 address like 100.64.0.0/10")),
+            _ => {
+                return Err(invalid(
+                    "invalid format, use an IPv4 address like 100.64.0.0/10",
+                ));
+            }
         };
     }
     let address = Ipv4Addr::from(bytes);
@@ -187,7 +200,8 @@ pub(crate) fn parse_inet6_prefix(text: &str) -> Result<Ipv6Prefix, String> {
 /// Parses a mask length of one to three decimal digits; signs and other
 /// characters that `str::parse` would accept are rejected.
 fn parse_mask_length(text: &str) -> Option<u8> {
-    let digits_only = !text.is_empty() && text.len() <= 3 && text.bytes().all(|b| b.is_ascii_digit());
+    let digits_only =
+        !text.is_empty() && text.len() <= 3 && text.bytes().all(|b| b.is_ascii_digit());
     if !digits_only {
         return None;
     }
@@ -215,7 +229,9 @@ pub(crate) fn check_vm_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.starts_with(['.', '-', '_']) {
-        return Err(format!("vm name \"{name}\" must start with a letter or digit"));
+        return Err(format!(
+            "vm name \"{name}\" must start with a letter or digit"
+        ));
     }
     Ok(())
 }
@@ -243,7 +259,10 @@ pub(crate) fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.len() > MAX_INTERFACE_NAME_LEN {
         return Some("too long");
     }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         return Some("invalid");
     }
     None
@@ -285,7 +304,9 @@ mod tests {
     fn scaled_size_rejects_garbage() {
         for text in ["", "M", "1X", "1.2.3M", "-1M", "1 M", ".5M", "1MB"] {
             assert!(
-                parse_scaled_size(text).unwrap_err().starts_with("invalid memory size"),
+                parse_scaled_size(text)
+                    .unwrap_err()
+                    .starts_with("invalid memory size"),
                 "case {text:?}"
             );
         }
@@ -318,7 +339,13 @@ mod tests {
     #[test]
     fn local_prefix_masks() {
         let prefix = parse_local_prefix("10/8").unwrap();
-        assert_eq!(prefix, Ipv4Prefix { address: Ipv4Addr::new(10, 0, 0, 0), length: 8 });
+        assert_eq!(
+            prefix,
+            Ipv4Prefix {
+                address: Ipv4Addr::new(10, 0, 0, 0),
+                length: 8
+            }
+        );
         let prefix = parse_local_prefix("192.168.0.0").unwrap();
         assert_eq!(prefix.length, 16);
         assert!(parse_local_prefix("10.0.0.0/24").is_err());

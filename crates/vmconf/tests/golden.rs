@@ -40,7 +40,10 @@ fn defines_of(path: &Path) -> Vec<String> {
 }
 
 fn is_pass(path: &Path) -> bool {
-    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
     assert!(
         name.starts_with("pass-") || name.starts_with("fail-"),
         "{name}: golden files are named pass-*.conf or fail-*.conf"
@@ -59,7 +62,10 @@ fn reload_dump(name: &str, dump: &str) -> String {
         Ok(loaded) => loaded.config.to_string(),
         Err(errors) => {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            panic!("{name}: the dump does not load again:\n{}\n{dump}", errors.join("\n"))
+            panic!(
+                "{name}: the dump does not load again:\n{}\n{dump}",
+                errors.join("\n")
+            )
         }
     }
 }
@@ -88,7 +94,11 @@ fn golden_files_match_expected_output() {
             ));
         }
         if report.ok != pass {
-            failures.push(format!("{}: ok is {}, expected {pass}", path.display(), report.ok));
+            failures.push(format!(
+                "{}: ok is {}, expected {pass}",
+                path.display(),
+                report.ok
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -97,10 +107,17 @@ fn golden_files_match_expected_output() {
 #[test]
 fn dump_of_each_passing_file_loads_to_the_same_dump() {
     for path in golden_files().iter().filter(|path| is_pass(path)) {
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
         let loaded = vmconf::load(Some(path), &defines_of(path))
             .unwrap_or_else(|_| panic!("{name} is a passing file but does not load"));
         let dump = loaded.config.to_string();
-        assert_eq!(reload_dump(name, &dump), dump, "{name}: dump changes when loaded again");
+        assert_eq!(
+            reload_dump(name, &dump),
+            dump,
+            "{name}: dump changes when loaded again"
+        );
     }
 }

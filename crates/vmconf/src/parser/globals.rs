@@ -28,7 +28,8 @@ impl Parser {
             TokenKind::Keyword(Keyword::Inet6) => {
                 let mut prefix = None;
                 if self.accept_keyword(cursor, Keyword::Prefix) {
-                    let text = self.parse_single_string(cursor, "an IPv6 prefix after local inet6 prefix")?;
+                    let text = self
+                        .parse_single_string(cursor, "an IPv6 prefix after local inet6 prefix")?;
                     let parsed = values::parse_inet6_prefix(&text)
                         .map_err(|message| self.error(cursor, line, message))?;
                     prefix = Some(parsed);
@@ -41,7 +42,8 @@ impl Parser {
                 Ok(())
             }
             TokenKind::Keyword(Keyword::Interface) => {
-                let message = "\"local interface\" is a vm option: put it inside a vm block".to_owned();
+                let message =
+                    "\"local interface\" is a vm option: put it inside a vm block".to_owned();
                 Err(self.error(cursor, token.line, message))
             }
             TokenKind::Invalid => Err(Stop::Skip),
@@ -82,12 +84,17 @@ impl Parser {
         let parallel = match u32::try_from(parallel) {
             Ok(parallel) if parallel >= 1 => parallel,
             _ => {
-                let message = format!("staggered start parallel {parallel} is invalid: start at least 1 VM at once");
+                let message = format!(
+                    "staggered start parallel {parallel} is invalid: start at least 1 VM at once"
+                );
                 return Err(self.error(cursor, line, message));
             }
         };
         let Ok(delay_seconds) = u32::try_from(delay) else {
-            let message = format!("staggered start delay {delay} is invalid: use 0 to {} seconds", u32::MAX);
+            let message = format!(
+                "staggered start delay {delay} is invalid: use 0 to {} seconds",
+                u32::MAX
+            );
             return Err(self.error(cursor, line, message));
         };
         let location = self.location(cursor, line);

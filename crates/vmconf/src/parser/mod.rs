@@ -70,6 +70,13 @@ pub(crate) struct Parser {
     context: Option<String>,
     vm_index: HashMap<String, usize>,
     switch_index: HashMap<String, usize>,
+    /// Owner strings already resolved in this load: each lookup in the
+    /// user database can read the whole passwd or group file.
+    owner_cache: HashMap<String, Result<Owner, String>>,
+    /// `boot` and `initrd` paths already resolved in this load, as many VMs
+    /// usually share one kernel.
+    image_cache: HashMap<String, Result<PathBuf, String>>,
+    pub(crate) directories: host::DirectoryCache,
 }
 
 /// Keywords that only start top-level statements. Met inside a block, they
@@ -82,11 +89,7 @@ fn starts_top_level_statement(kind: &TokenKind, block: &str) -> bool {
     matches!(
         kind,
         TokenKind::Keyword(
-            Keyword::Vm
-                | Keyword::Include
-                | Keyword::Socket
-                | Keyword::Staggered
-                | Keyword::Agentx
+            Keyword::Vm | Keyword::Include | Keyword::Socket | Keyword::Staggered | Keyword::Agentx
         )
     )
 }
@@ -112,7 +115,10 @@ pub(crate) fn describe(kind: &TokenKind) -> String {
 pub(crate) fn unknown_word_message(what: &str, word: &str, choices: &[&str]) -> String {
     match suggest::closest(word, choices.iter().copied()) {
         Some(best) => format!("unknown {what} \"{word}\", did you mean \"{best}\"?"),
-        None => format!("unknown {what} \"{word}\": expected one of {}", choices.join(", ")),
+        None => format!(
+            "unknown {what} \"{word}\": expected one of {}",
+            choices.join(", ")
+        ),
     }
 }
 
@@ -132,7 +138,9 @@ fn include_path(including: &Path, name: &str) -> PathBuf {
 /// (a FIFO would block) and files over [`MAX_FILE_BYTES`].
 pub(crate) fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
     let file = File::open(path).map_err(|error| host::describe_io_error(&error))?;
-    let metadata = file.metadata().map_err(|error| host::describe_io_error(&error))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| host::describe_io_error(&error))?;
     if !metadata.is_file() {
         return Err("not a regular file".to_owned());
     }
@@ -159,6 +167,9 @@ impl Parser {
             context: None,
             vm_index: HashMap::new(),
             switch_index: HashMap::new(),
+            owner_cache: HashMap::new(),
+            image_cache: HashMap::new(),
+            directories: host::DirectoryCache::default(),
         }
     }
 
@@ -192,7 +203,8 @@ impl Parser {
             self.error_count += 1;
             if self.stopped() {
                 let message = format!("too many errors ({MAX_ERRORS}), stopping");
-                self.diagnostics.push(Diagnostic::error(diagnostic.location.clone(), message));
+                self.diagnostics
+                    .push(Diagnostic::error(diagnostic.location.clone(), message));
                 return;
             }
         }
@@ -241,12 +253,18 @@ impl Parser {
             }
             cursor.peeked = Some(token);
         }
-        cursor.peeked.as_ref().expect("the lookahead token was filled above")
+        cursor
+            .peeked
+            .as_ref()
+            .expect("the lookahead token was filled above")
     }
 
     pub(crate) fn next(&mut self, cursor: &mut Cursor<'_>) -> Token {
         self.peek(cursor);
-        cursor.peeked.take().expect("peek fills the lookahead token")
+        cursor
+            .peeked
+            .take()
+            .expect("peek fills the lookahead token")
     }
 
     pub(crate) fn peek_kind(&mut self, cursor: &mut Cursor<'_>) -> TokenKind {
@@ -285,18 +303,30 @@ impl Parser {
     }
 
     /// Reports `keyword = value`: keywords cannot name macros.
-    pub(crate) fn reject_keyword_macro(&mut self, cursor: &mut Cursor<'_>, keyword: Keyword, line: u32) -> Parsed<()> {
+    pub(crate) fn reject_keyword_macro(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        keyword: Keyword,
+        line: u32,
+    ) -> Parsed<()> {
         if self.peek(cursor).kind != TokenKind::Equals {
             return Ok(());
         }
-        let message = format!("macro name \"{}\" is a keyword: choose another name", keyword.as_str());
+        let message = format!(
+            "macro name \"{}\" is a keyword: choose another name",
+            keyword.as_str()
+        );
         Err(self.error(cursor, line, message))
     }
 
     /// Consumes the `{` that opens a block. A `{` on the next line is
     /// reported, since OpenBSD requires it on the declaration line, but the
     /// block is still read so that errors inside it are found.
-    pub(crate) fn expect_open_brace(&mut self, cursor: &mut Cursor<'_>, declaration: &str) -> Parsed<()> {
+    pub(crate) fn expect_open_brace(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        declaration: &str,
+    ) -> Parsed<()> {
         let token = self.next(cursor);
         if token.kind == TokenKind::OpenBrace {
             return Ok(());
@@ -319,14 +349,21 @@ impl Parser {
             TokenKind::Number(number) => format!(
                 "syntax error: expected {expected}, found number {number}: quote it as \"{number}\""
             ),
-            other => format!("syntax error: expected {expected}, found {}", describe(&other)),
+            other => format!(
+                "syntax error: expected {expected}, found {}",
+                describe(&other)
+            ),
         };
         self.error(cursor, token.line, message)
     }
 
     /// Parses the grammar's `string`: one or more quoted strings or words,
     /// concatenated (`disk $dir "/a.img"`).
-    pub(crate) fn parse_string(&mut self, cursor: &mut Cursor<'_>, expected: &str) -> Parsed<String> {
+    pub(crate) fn parse_string(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        expected: &str,
+    ) -> Parsed<String> {
         let first = self.next(cursor);
         let line = first.line;
         let mut text = match first.kind {
@@ -346,7 +383,11 @@ impl Parser {
     }
 
     /// Parses the grammar's `STRING`: exactly one quoted string or word.
-    pub(crate) fn parse_single_string(&mut self, cursor: &mut Cursor<'_>, expected: &str) -> Parsed<String> {
+    pub(crate) fn parse_single_string(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        expected: &str,
+    ) -> Parsed<String> {
         let token = self.next(cursor);
         match token.kind {
             TokenKind::Word(text) | TokenKind::Quoted(text) => Ok(text),
@@ -354,13 +395,20 @@ impl Parser {
         }
     }
 
-    pub(crate) fn parse_number(&mut self, cursor: &mut Cursor<'_>, expected: &str) -> Parsed<(i64, u32)> {
+    pub(crate) fn parse_number(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        expected: &str,
+    ) -> Parsed<(i64, u32)> {
         let token = self.next(cursor);
         match token.kind {
             TokenKind::Number(number) => Ok((number, token.line)),
             TokenKind::Invalid => Err(Stop::Skip),
             other => {
-                let message = format!("syntax error: expected {expected}, found {}", describe(&other));
+                let message = format!(
+                    "syntax error: expected {expected}, found {}",
+                    describe(&other)
+                );
                 Err(self.error(cursor, token.line, message))
             }
         }
@@ -448,8 +496,9 @@ impl Parser {
     ) -> Parsed<()> {
         self.skip_newlines(cursor);
         loop {
-            let token = self.peek(cursor).clone();
-            match token.kind {
+            let token = self.peek(cursor);
+            let line = token.line;
+            match &token.kind {
                 TokenKind::CloseBrace => {
                     self.next(cursor);
                     return Ok(());
@@ -458,16 +507,17 @@ impl Parser {
                     let message = format!(
                         "missing \"}}\": the {block} opened at line {open_line} is not closed at the end of the file"
                     );
-                    self.error(cursor, token.line, message);
+                    self.error(cursor, line, message);
                     return Err(Stop::Resync);
                 }
                 TokenKind::Newline => {
                     self.next(cursor);
                     continue;
                 }
-                ref kind if starts_top_level_statement(kind, block) => {
-                    let message = format!("missing \"}}\" to close the {block} opened at line {open_line}");
-                    self.error(cursor, token.line, message);
+                kind if starts_top_level_statement(kind, block) => {
+                    let message =
+                        format!("missing \"}}\" to close the {block} opened at line {open_line}");
+                    self.error(cursor, line, message);
                     return Err(Stop::Resync);
                 }
                 _ => {}
@@ -547,7 +597,10 @@ impl Parser {
             TokenKind::Eof => cursor.peeked = Some(token),
             TokenKind::Invalid => self.skip_line(cursor),
             other => {
-                let message = format!("syntax error: unexpected {} at the end of the statement", describe(&other));
+                let message = format!(
+                    "syntax error: unexpected {} at the end of the statement",
+                    describe(&other)
+                );
                 self.error(cursor, token.line, message);
                 self.skip_line(cursor);
             }
@@ -575,13 +628,25 @@ impl Parser {
     fn misplaced_keyword(&mut self, cursor: &mut Cursor<'_>, keyword: Keyword) -> Parsed<()> {
         let token = self.next(cursor);
         let message = if self.peek(cursor).kind == TokenKind::Equals {
-            format!("macro name \"{}\" is a keyword: choose another name", keyword.as_str())
+            format!(
+                "macro name \"{}\" is a keyword: choose another name",
+                keyword.as_str()
+            )
         } else if vm::VM_OPTIONS.contains(&keyword.as_str()) {
-            format!("\"{}\" is a vm option: put it inside a vm block", keyword.as_str())
+            format!(
+                "\"{}\" is a vm option: put it inside a vm block",
+                keyword.as_str()
+            )
         } else if switch::SWITCH_OPTIONS.contains(&keyword.as_str()) {
-            format!("\"{}\" is a switch option: put it inside a switch block", keyword.as_str())
+            format!(
+                "\"{}\" is a switch option: put it inside a switch block",
+                keyword.as_str()
+            )
         } else {
-            format!("syntax error: unexpected {} at the start of a statement", describe(&token.kind))
+            format!(
+                "syntax error: unexpected {} at the start of a statement",
+                describe(&token.kind)
+            )
         };
         Err(self.error(cursor, token.line, message))
     }
@@ -595,7 +660,10 @@ impl Parser {
         // so the line must end here.
         let token = self.peek(cursor).clone();
         if !matches!(token.kind, TokenKind::Newline | TokenKind::Eof) {
-            let message = format!("syntax error: unexpected {} after the include file name", describe(&token.kind));
+            let message = format!(
+                "syntax error: unexpected {} after the include file name",
+                describe(&token.kind)
+            );
             return Err(self.error(cursor, token.line, message));
         }
         self.include_file(cursor, line, &name);
@@ -613,19 +681,27 @@ impl Parser {
             return;
         }
         if self.files_read >= MAX_FILES {
-            let message = format!("failed to include file {name}: more than {MAX_FILES} files included");
+            let message =
+                format!("failed to include file {name}: more than {MAX_FILES} files included");
             self.error(cursor, line, message);
             return;
         }
         let canonical = match std::fs::canonicalize(&path) {
             Ok(canonical) => canonical,
             Err(error) => {
-                let message = format!("failed to include file {name}: {}", host::describe_io_error(&error));
+                let message = format!(
+                    "failed to include file {name}: {}",
+                    host::describe_io_error(&error)
+                );
                 self.error(cursor, line, message);
                 return;
             }
         };
-        if self.include_stack.iter().any(|(open, _)| *open == canonical) {
+        if self
+            .include_stack
+            .iter()
+            .any(|(open, _)| *open == canonical)
+        {
             let message = format!("include loop: {}", self.include_chain(&path));
             self.error(cursor, line, message);
             return;
@@ -633,7 +709,11 @@ impl Parser {
         match read_config_file(&canonical) {
             Ok(contents) => self.parse_contents(Arc::from(path), canonical, &contents),
             Err(reason) => {
-                self.error(cursor, line, format!("failed to include file {name}: {reason}"));
+                self.error(
+                    cursor,
+                    line,
+                    format!("failed to include file {name}: {reason}"),
+                );
             }
         }
     }
@@ -665,7 +745,8 @@ impl Parser {
         let value = match value_token.kind {
             TokenKind::Word(value) | TokenKind::Quoted(value) => value,
             TokenKind::Number(number) => {
-                let message = format!("macro {name}: value {number} must be quoted: {name} = \"{number}\"");
+                let message =
+                    format!("macro {name}: value {number} must be quoted: {name} = \"{number}\"");
                 return Err(self.error(cursor, value_token.line, message));
             }
             _ => return Err(self.syntax_error(cursor, value_token, "a macro value")),
@@ -703,9 +784,35 @@ impl Parser {
                 };
             }
             TokenKind::Word(text) | TokenKind::Quoted(text) => text,
-            _ => return Err(self.syntax_error(cursor, token, "an owner (user, user:group or :group)")),
+            _ => {
+                return Err(self.syntax_error(
+                    cursor,
+                    token,
+                    "an owner (user, user:group or :group)",
+                ));
+            }
         };
-        resolve_owner(&text).map_err(|message| self.error(cursor, token.line, message))
+        let resolved = match self.owner_cache.get(&text) {
+            Some(resolved) => resolved.clone(),
+            None => {
+                let resolved = resolve_owner(&text);
+                self.owner_cache.insert(text, resolved.clone());
+                resolved
+            }
+        };
+        resolved.map_err(|message| self.error(cursor, token.line, message))
+    }
+
+    /// Resolves a `boot` or `initrd` file with realpath, once per load for
+    /// each path as written.
+    pub(crate) fn resolve_regular_file(&mut self, written: &str) -> Result<PathBuf, String> {
+        if let Some(resolved) = self.image_cache.get(written) {
+            return resolved.clone();
+        }
+        let resolved = host::resolve_regular_file(written);
+        self.image_cache
+            .insert(written.to_owned(), resolved.clone());
+        resolved
     }
 }
 
@@ -715,7 +822,10 @@ fn check_macro_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_whitespace) {
         return Err("macro name cannot contain whitespace".to_owned());
     }
-    let valid = !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
     if !valid {
         return Err(format!(
             "invalid macro name \"{name}\": use letters, digits and '_'"
@@ -731,7 +841,9 @@ fn resolve_owner(text: &str) -> Result<Owner, String> {
         None => (text, ""),
     };
     if user.is_empty() && group.is_empty() {
-        return Err(format!("invalid owner \"{text}\": use user, user:group or :group"));
+        return Err(format!(
+            "invalid owner \"{text}\": use user, user:group or :group"
+        ));
     }
     let user = match user {
         "" => None,

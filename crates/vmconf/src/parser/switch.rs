@@ -7,7 +7,14 @@ use crate::values;
 
 /// The options of a switch block, for suggestions.
 pub(crate) const SWITCH_OPTIONS: &[&str] = &[
-    "enable", "disable", "group", "interface", "locked", "rdomain", "up", "down",
+    "enable",
+    "disable",
+    "group",
+    "interface",
+    "locked",
+    "rdomain",
+    "up",
+    "down",
 ];
 
 /// A switch block being parsed.
@@ -31,7 +38,11 @@ impl Parser {
         }
         if let Some(&index) = self.switch_index.get(&name) {
             let previous = self.config.switches[index].location.clone();
-            self.error(cursor, line, format!("switch \"{name}\" is already defined at {previous}"));
+            self.error(
+                cursor,
+                line,
+                format!("switch \"{name}\" is already defined at {previous}"),
+            );
             valid = false;
         }
         self.context = Some(format!("switch \"{name}\""));
@@ -73,7 +84,11 @@ impl Parser {
         Ok(())
     }
 
-    fn parse_switch_option(&mut self, cursor: &mut Cursor<'_>, state: &mut SwitchState) -> Parsed<()> {
+    fn parse_switch_option(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut SwitchState,
+    ) -> Parsed<()> {
         let switch = &mut state.switch;
         let token = self.next(cursor);
         let line = token.line;
@@ -84,7 +99,8 @@ impl Parser {
             TokenKind::Keyword(Keyword::Down) => switch.up = false,
             TokenKind::Keyword(Keyword::Group) => {
                 let group = self.parse_string(cursor, "a group name")?;
-                values::check_group_name(&group).map_err(|message| self.error(cursor, line, message))?;
+                values::check_group_name(&group)
+                    .map_err(|message| self.error(cursor, line, message))?;
                 switch.group = Some(group);
             }
             TokenKind::Keyword(Keyword::Interface) => {
@@ -93,7 +109,9 @@ impl Parser {
                 match values::interface_name_problem(&interface) {
                     None => switch.interface = interface,
                     Some("too long") => {
-                        let message = format!("switch interface too long: {interface}: the maximum is 15 bytes");
+                        let message = format!(
+                            "switch interface too long: {interface}: the maximum is 15 bytes"
+                        );
                         return Err(self.error(cursor, line, message));
                     }
                     Some(_) => {
@@ -110,7 +128,8 @@ impl Parser {
                 switch.rdomain = Some(self.parse_rdomain(cursor)?);
             }
             TokenKind::Keyword(keyword) => {
-                let message = unknown_word_message("switch option", keyword.as_str(), SWITCH_OPTIONS);
+                let message =
+                    unknown_word_message("switch option", keyword.as_str(), SWITCH_OPTIONS);
                 return Err(self.error(cursor, line, message));
             }
             TokenKind::Word(word) => {

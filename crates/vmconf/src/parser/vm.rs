@@ -14,16 +14,38 @@ use crate::values::{self, MAX_PATH_LEN};
 
 /// The options of a vm block, for suggestions.
 pub(crate) const VM_OPTIONS: &[&str] = &[
-    "enable", "disable", "boot", "cdrom", "disk", "local", "interface", "interfaces", "memory",
-    "owner", "allow", "cpus", "initrd", "cmdline",
+    "enable",
+    "disable",
+    "boot",
+    "cdrom",
+    "disk",
+    "local",
+    "interface",
+    "interfaces",
+    "memory",
+    "owner",
+    "allow",
+    "cpus",
+    "initrd",
+    "cmdline",
 ];
 
 /// The Linux extensions, keywords only at the start of a vm option.
 pub(crate) const LINUX_VM_OPTIONS: &[&str] = &["cpus", "initrd", "cmdline"];
 
-const INTERFACE_OPTIONS: &[&str] = &["switch", "group", "locked", "lladdr", "rdomain", "up", "down"];
+const INTERFACE_OPTIONS: &[&str] = &[
+    "switch", "group", "locked", "lladdr", "rdomain", "up", "down",
+];
 
-const INSTANCE_PERMISSIONS: &[&str] = &["boot", "memory", "interface", "disk", "cdrom", "instance", "owner"];
+const INSTANCE_PERMISSIONS: &[&str] = &[
+    "boot",
+    "memory",
+    "interface",
+    "disk",
+    "cdrom",
+    "instance",
+    "owner",
+];
 
 /// Longest kernel command line: x86's COMMAND_LINE_SIZE of 2048 bytes less
 /// the NUL.
@@ -49,7 +71,10 @@ impl Parser {
         self.reject_keyword_macro(cursor, Keyword::Vm, line)?;
         let first = self.parse_string(cursor, "a vm name")?;
         let (name, parent) = if self.accept_keyword(cursor, Keyword::Instance) {
-            (self.parse_string(cursor, "an instance name after instance")?, Some(first))
+            (
+                self.parse_string(cursor, "an instance name after instance")?,
+                Some(first),
+            )
         } else {
             (first, None)
         };
@@ -78,7 +103,13 @@ impl Parser {
 
     /// Checks the name, duplicates and the parent of an instance; returns
     /// whether the VM may be registered.
-    fn check_vm_header(&mut self, cursor: &Cursor<'_>, line: u32, name: &str, parent: Option<&str>) -> bool {
+    fn check_vm_header(
+        &mut self,
+        cursor: &Cursor<'_>,
+        line: u32,
+        name: &str,
+        parent: Option<&str>,
+    ) -> bool {
         let mut valid = true;
         if let Err(message) = values::check_vm_name(name) {
             self.error(cursor, line, message);
@@ -86,17 +117,22 @@ impl Parser {
         }
         if let Some(&index) = self.vm_index.get(name) {
             let previous = self.config.vms[index].location.clone();
-            self.error(cursor, line, format!("vm \"{name}\" is already defined at {previous}"));
+            self.error(
+                cursor,
+                line,
+                format!("vm \"{name}\" is already defined at {previous}"),
+            );
             valid = false;
         }
         if let Some(parent) = parent
-            && !self.vm_index.contains_key(parent) {
-                let message = format!(
-                    "instance of undefined vm \"{parent}\": define the vm \"{parent}\" block before its instances"
-                );
-                self.error(cursor, line, message);
-                valid = false;
-            }
+            && !self.vm_index.contains_key(parent)
+        {
+            let message = format!(
+                "instance of undefined vm \"{parent}\": define the vm \"{parent}\" block before its instances"
+            );
+            self.error(cursor, line, message);
+            valid = false;
+        }
         valid
     }
 
@@ -118,16 +154,24 @@ impl Parser {
                 self.expect_keyword(cursor, Keyword::Interface, "local")?;
                 self.parse_interface(cursor, state, line, true)?;
             }
-            TokenKind::Keyword(Keyword::Interface) => self.parse_interface(cursor, state, line, false)?,
+            TokenKind::Keyword(Keyword::Interface) => {
+                self.parse_interface(cursor, state, line, false)?
+            }
             TokenKind::Keyword(Keyword::Boot) => self.parse_boot(cursor, state, line)?,
             TokenKind::Keyword(Keyword::Cdrom) => self.parse_cdrom(cursor, state, line)?,
-            TokenKind::Keyword(Keyword::Interfaces) => self.parse_interface_count(cursor, state, line)?,
+            TokenKind::Keyword(Keyword::Interfaces) => {
+                self.parse_interface_count(cursor, state, line)?
+            }
             TokenKind::Keyword(Keyword::Memory) => self.parse_memory(cursor, state, line)?,
             TokenKind::Keyword(Keyword::Owner) => state.vm.owner = Some(self.parse_owner(cursor)?),
             TokenKind::Keyword(Keyword::Allow) => self.parse_allow_instance(cursor, state)?,
             TokenKind::Word(ref word) if word == "cpus" => self.parse_cpus(cursor, state, line)?,
-            TokenKind::Word(ref word) if word == "initrd" => self.parse_initrd(cursor, state, line)?,
-            TokenKind::Word(ref word) if word == "cmdline" => self.parse_cmdline(cursor, state, line)?,
+            TokenKind::Word(ref word) if word == "initrd" => {
+                self.parse_initrd(cursor, state, line)?
+            }
+            TokenKind::Word(ref word) if word == "cmdline" => {
+                self.parse_cmdline(cursor, state, line)?
+            }
             TokenKind::Keyword(keyword) => {
                 let message = unknown_word_message("vm option", keyword.as_str(), VM_OPTIONS);
                 return Err(self.error(cursor, line, message));
@@ -143,8 +187,14 @@ impl Parser {
     }
 
     /// Parses `disk PATH [format raw|qcow2]`. The path is resolved with
-    /// realpath now and the format, unless given, read from the image.
-    fn parse_disk(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    /// realpath now; without `format`, the format is detected from the image
+    /// when the VM starts.
+    fn parse_disk(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         state.disk_lines += 1;
         let written = self.parse_string(cursor, "a disk image path")?;
         let mut format = None;
@@ -167,9 +217,8 @@ impl Parser {
         if written.len() > MAX_PATH_LEN {
             return Err(self.error(cursor, line, "disk path too long".to_owned()));
         }
-        let path = host::resolve_disk(&written)
+        let path = host::resolve_disk(&written, &mut self.directories)
             .map_err(|reason| self.error(cursor, line, format!("disk \"{written}\": {reason}")))?;
-        let format = format.unwrap_or_else(|| host::detect_disk_format(&path));
         let location = self.location(cursor, line);
         state.vm.disks.push(Disk {
             path,
@@ -180,14 +229,25 @@ impl Parser {
     }
 
     /// Parses `boot PATH` or `boot device cdrom|disk|net`.
-    fn parse_boot(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_boot(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         if self.accept_keyword(cursor, Keyword::Device) {
             let token = self.next(cursor);
             state.vm.boot_device = Some(match token.kind {
                 TokenKind::Keyword(Keyword::Cdrom) => BootDevice::Cdrom,
                 TokenKind::Keyword(Keyword::Disk) => BootDevice::Disk,
                 TokenKind::Keyword(Keyword::Net) => BootDevice::Net,
-                _ => return Err(self.syntax_error(cursor, token, "cdrom, disk or net after boot device")),
+                _ => {
+                    return Err(self.syntax_error(
+                        cursor,
+                        token,
+                        "cdrom, disk or net after boot device",
+                    ));
+                }
             });
             return Ok(());
         }
@@ -202,17 +262,29 @@ impl Parser {
     }
 
     /// Resolves a `boot` or `initrd` file with realpath.
-    fn resolve_image(&mut self, cursor: &Cursor<'_>, line: u32, keyword: &str, written: &str) -> Parsed<PathBuf> {
+    fn resolve_image(
+        &mut self,
+        cursor: &Cursor<'_>,
+        line: u32,
+        keyword: &str,
+        written: &str,
+    ) -> Parsed<PathBuf> {
         if written.len() > MAX_PATH_LEN {
             return Err(self.error(cursor, line, format!("{keyword} path too long")));
         }
-        host::resolve_regular_file(written)
-            .map_err(|reason| self.error(cursor, line, format!("{keyword} \"{written}\": {reason}")))
+        self.resolve_regular_file(written).map_err(|reason| {
+            self.error(cursor, line, format!("{keyword} \"{written}\": {reason}"))
+        })
     }
 
     /// Parses `cdrom PATH`. The image is opened when the VM starts, as in
     /// OpenBSD, so it is neither resolved nor checked here.
-    fn parse_cdrom(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_cdrom(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         state.cdrom_lines += 1;
         let written = self.parse_string(cursor, "an ISO image path after cdrom")?;
         if state.cdrom_lines > 1 {
@@ -225,10 +297,19 @@ impl Parser {
         Ok(())
     }
 
-    fn parse_interface_count(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_interface_count(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         let (count, _) = self.parse_number(cursor, "a number of interfaces")?;
         if state.vm.interface_count.is_some() {
-            return Err(self.error(cursor, line, "interfaces specified more than once".to_owned()));
+            return Err(self.error(
+                cursor,
+                line,
+                "interfaces specified more than once".to_owned(),
+            ));
         }
         match u8::try_from(count) {
             Ok(count) if usize::from(count) <= MAX_INTERFACES => {
@@ -244,15 +325,23 @@ impl Parser {
 
     /// Parses `memory N` (bytes) or `memory SIZE` (with a unit), checks the
     /// limits and rounds down to a MiB with a warning.
-    fn parse_memory(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_memory(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         let token = self.next(cursor);
         let (bytes, written, bare_number) = match token.kind {
             TokenKind::Number(number) => match u64::try_from(number) {
                 Ok(bytes) => (bytes, number.to_string(), true),
-                Err(_) => return Err(self.error(cursor, line, format!("invalid memory size {number}"))),
+                Err(_) => {
+                    return Err(self.error(cursor, line, format!("invalid memory size {number}")));
+                }
             },
             TokenKind::Word(text) | TokenKind::Quoted(text) => {
-                let bytes = values::parse_scaled_size(&text).map_err(|message| self.error(cursor, line, message))?;
+                let bytes = values::parse_scaled_size(&text)
+                    .map_err(|message| self.error(cursor, line, message))?;
                 (bytes, text, false)
             }
             _ => return Err(self.syntax_error(cursor, token, "a memory size like 512M or 2G")),
@@ -264,7 +353,10 @@ impl Parser {
             .map_err(|message| self.error(cursor, line, message))?;
         if rounded != bytes {
             let location = self.location(cursor, line);
-            let message = format!("memory size {written} rounded down to {}", values::format_memory_size(rounded));
+            let message = format!(
+                "memory size {written} rounded down to {}",
+                values::format_memory_size(rounded)
+            );
             self.warning(location, message);
         }
         state.vm.memory_bytes = Some(rounded);
@@ -273,13 +365,22 @@ impl Parser {
 
     /// Parses `cpus N` (Linux extension): 1 to the host's online CPUs, at
     /// most 64.
-    fn parse_cpus(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_cpus(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         let (cpus, _) = self.parse_number(cursor, "a number of vCPUs after cpus")?;
         if state.vm.cpus.is_some() {
             return Err(self.error(cursor, line, "cpus specified more than once".to_owned()));
         }
         if cpus < 1 {
-            return Err(self.error(cursor, line, format!("cpus {cpus} is invalid: a vm needs at least 1 vCPU")));
+            return Err(self.error(
+                cursor,
+                line,
+                format!("cpus {cpus} is invalid: a vm needs at least 1 vCPU"),
+            ));
         }
         if cpus > i64::from(MAX_CPUS) {
             let message = format!("cpus {cpus} is above the maximum of {MAX_CPUS}");
@@ -295,7 +396,12 @@ impl Parser {
     }
 
     /// Parses `initrd PATH` (Linux extension), resolved with realpath.
-    fn parse_initrd(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_initrd(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         state.initrd_or_cmdline_line.get_or_insert(line);
         let written = self.parse_string(cursor, "an initrd path")?;
         if state.vm.initrd.is_some() {
@@ -307,7 +413,12 @@ impl Parser {
     }
 
     /// Parses `cmdline STRING` (Linux extension): the kernel command line.
-    fn parse_cmdline(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32) -> Parsed<()> {
+    fn parse_cmdline(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+    ) -> Parsed<()> {
         state.initrd_or_cmdline_line.get_or_insert(line);
         let cmdline = self.parse_string(cursor, "a kernel command line")?;
         if state.vm.cmdline.is_some() {
@@ -327,7 +438,13 @@ impl Parser {
     /// Parses `[local] interface [NAME] [options]`; `local` and `interface`
     /// have been consumed. Options follow inline (commas optional) or in
     /// braces, one per line.
-    fn parse_interface(&mut self, cursor: &mut Cursor<'_>, state: &mut VmState, line: u32, local: bool) -> Parsed<()> {
+    fn parse_interface(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        state: &mut VmState,
+        line: u32,
+        local: bool,
+    ) -> Parsed<()> {
         state.interface_lines += 1;
         if state.interface_lines > MAX_INTERFACES {
             let message = format!(
@@ -354,7 +471,13 @@ impl Parser {
 
         if self.peek(cursor).kind == TokenKind::OpenBrace {
             let open_line = self.next(cursor).line;
-            self.parse_block(cursor, &mut interface, INTERFACE_BLOCK, open_line, Self::parse_interface_option)?;
+            self.parse_block(
+                cursor,
+                &mut interface,
+                INTERFACE_BLOCK,
+                open_line,
+                Self::parse_interface_option,
+            )?;
         } else {
             while is_interface_option(&self.peek(cursor).kind) {
                 self.parse_interface_option(cursor, &mut interface)?;
@@ -369,7 +492,12 @@ impl Parser {
 
     /// Checks the tap interface name of a VM interface; `tap` means "any
     /// free tap" and becomes `None`.
-    fn check_tap_name(&mut self, cursor: &Cursor<'_>, line: u32, name: String) -> Parsed<Option<String>> {
+    fn check_tap_name(
+        &mut self,
+        cursor: &Cursor<'_>,
+        line: u32,
+        name: String,
+    ) -> Parsed<Option<String>> {
         if name == "tap" {
             return Ok(None);
         }
@@ -383,18 +511,24 @@ impl Parser {
         }
     }
 
-    fn parse_interface_option(&mut self, cursor: &mut Cursor<'_>, interface: &mut Interface) -> Parsed<()> {
+    fn parse_interface_option(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        interface: &mut Interface,
+    ) -> Parsed<()> {
         let token = self.next(cursor);
         let line = token.line;
         match token.kind {
             TokenKind::Keyword(Keyword::Switch) => {
                 let switch = self.parse_string(cursor, "a switch name")?;
-                values::check_switch_name(&switch).map_err(|message| self.error(cursor, line, message))?;
+                values::check_switch_name(&switch)
+                    .map_err(|message| self.error(cursor, line, message))?;
                 interface.switch = Some(switch);
             }
             TokenKind::Keyword(Keyword::Group) => {
                 let group = self.parse_string(cursor, "a group name")?;
-                values::check_group_name(&group).map_err(|message| self.error(cursor, line, message))?;
+                values::check_group_name(&group)
+                    .map_err(|message| self.error(cursor, line, message))?;
                 interface.group = Some(group);
             }
             TokenKind::Keyword(Keyword::Locked) => {
@@ -402,12 +536,17 @@ impl Parser {
                 interface.locked = true;
                 self.parse_optional_lladdr(cursor, interface, line)?;
             }
-            TokenKind::Keyword(Keyword::Lladdr) => self.parse_optional_lladdr(cursor, interface, line)?,
-            TokenKind::Keyword(Keyword::Rdomain) => interface.rdomain = Some(self.parse_rdomain(cursor)?),
+            TokenKind::Keyword(Keyword::Lladdr) => {
+                self.parse_optional_lladdr(cursor, interface, line)?
+            }
+            TokenKind::Keyword(Keyword::Rdomain) => {
+                interface.rdomain = Some(self.parse_rdomain(cursor)?)
+            }
             TokenKind::Keyword(Keyword::Up) => interface.up = true,
             TokenKind::Keyword(Keyword::Down) => interface.up = false,
             TokenKind::Keyword(keyword) => {
-                let message = unknown_word_message("interface option", keyword.as_str(), INTERFACE_OPTIONS);
+                let message =
+                    unknown_word_message("interface option", keyword.as_str(), INTERFACE_OPTIONS);
                 return Err(self.error(cursor, line, message));
             }
             TokenKind::Word(word) => {
@@ -422,10 +561,16 @@ impl Parser {
 
     /// Parses the MAC address that may follow `lladdr`; without one the
     /// guest gets a random address.
-    fn parse_optional_lladdr(&mut self, cursor: &mut Cursor<'_>, interface: &mut Interface, line: u32) -> Parsed<()> {
+    fn parse_optional_lladdr(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        interface: &mut Interface,
+        line: u32,
+    ) -> Parsed<()> {
         if let TokenKind::Word(_) | TokenKind::Quoted(_) = self.peek(cursor).kind {
             let text = self.parse_single_string(cursor, "a MAC address")?;
-            let address = values::parse_mac_address(&text).map_err(|message| self.error(cursor, line, message))?;
+            let address = values::parse_mac_address(&text)
+                .map_err(|message| self.error(cursor, line, message))?;
             interface.lladdr = Some(address);
         }
         Ok(())
@@ -441,7 +586,11 @@ impl Parser {
         result
     }
 
-    fn parse_instance_permissions(&mut self, cursor: &mut Cursor<'_>, allow: &mut AllowInstance) -> Parsed<()> {
+    fn parse_instance_permissions(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        allow: &mut AllowInstance,
+    ) -> Parsed<()> {
         if self.peek(cursor).kind != TokenKind::OpenBrace {
             return self.parse_instance_permission(cursor, allow);
         }
@@ -454,7 +603,11 @@ impl Parser {
         result
     }
 
-    fn parse_instance_permission_list(&mut self, cursor: &mut Cursor<'_>, allow: &mut AllowInstance) -> Parsed<()> {
+    fn parse_instance_permission_list(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        allow: &mut AllowInstance,
+    ) -> Parsed<()> {
         self.skip_newlines(cursor);
         loop {
             self.parse_instance_permission(cursor, allow)?;
@@ -474,7 +627,11 @@ impl Parser {
         }
     }
 
-    fn parse_instance_permission(&mut self, cursor: &mut Cursor<'_>, allow: &mut AllowInstance) -> Parsed<()> {
+    fn parse_instance_permission(
+        &mut self,
+        cursor: &mut Cursor<'_>,
+        allow: &mut AllowInstance,
+    ) -> Parsed<()> {
         let token = self.next(cursor);
         match token.kind {
             TokenKind::Keyword(Keyword::Boot) => allow.boot = true,
@@ -485,11 +642,16 @@ impl Parser {
             TokenKind::Keyword(Keyword::Instance) => allow.instance = true,
             TokenKind::Keyword(Keyword::Owner) => allow.owner = Some(self.parse_owner(cursor)?),
             TokenKind::Keyword(keyword) => {
-                let message = unknown_word_message("instance permission", keyword.as_str(), INSTANCE_PERMISSIONS);
+                let message = unknown_word_message(
+                    "instance permission",
+                    keyword.as_str(),
+                    INSTANCE_PERMISSIONS,
+                );
                 return Err(self.error(cursor, token.line, message));
             }
             TokenKind::Word(word) => {
-                let message = unknown_word_message("instance permission", &word, INSTANCE_PERMISSIONS);
+                let message =
+                    unknown_word_message("instance permission", &word, INSTANCE_PERMISSIONS);
                 return Err(self.error(cursor, token.line, message));
             }
             TokenKind::Invalid => return Err(Stop::Skip),
@@ -505,21 +667,28 @@ impl Parser {
         let vm = &state.vm;
         if vm.instance_of.is_none() {
             if state.boot_lines + state.disk_lines + state.cdrom_lines == 0 {
-                let message = "no boot kernel, disk or cdrom: add a boot, disk or cdrom line".to_owned();
+                let message =
+                    "no boot kernel, disk or cdrom: add a boot, disk or cdrom line".to_owned();
                 self.error(cursor, line, message);
             }
             if let Some(extension_line) = state.initrd_or_cmdline_line
-                && state.boot_lines == 0 {
-                    let message = "initrd and cmdline need a kernel: add a boot line with the kernel".to_owned();
-                    self.error(cursor, extension_line, message);
-                }
+                && state.boot_lines == 0
+            {
+                let message =
+                    "initrd and cmdline need a kernel: add a boot line with the kernel".to_owned();
+                self.error(cursor, extension_line, message);
+            }
             return;
         }
         self.check_instance(cursor, line, vm);
     }
 
     fn check_instance(&mut self, cursor: &Cursor<'_>, line: u32, vm: &Vm) {
-        let Some(parent) = vm.instance_of.as_ref().and_then(|name| self.vm_index.get(name)) else {
+        let Some(parent) = vm
+            .instance_of
+            .as_ref()
+            .and_then(|name| self.vm_index.get(name))
+        else {
             return;
         };
         let parent = self.config.vms[*parent].clone();
@@ -537,8 +706,14 @@ impl Parser {
             }
         }
         for interface in &vm.interfaces {
-            let Some(name) = &interface.name else { continue };
-            if parent.interfaces.iter().any(|other| other.name.as_ref() == Some(name)) {
+            let Some(name) = &interface.name else {
+                continue;
+            };
+            if parent
+                .interfaces
+                .iter()
+                .any(|other| other.name.as_ref() == Some(name))
+            {
                 problems.push(format!(
                     "interface {name} cannot be reused: it belongs to vm \"{}\"",
                     parent.name
@@ -548,13 +723,20 @@ impl Parser {
         if let Some(owner) = &vm.owner {
             let parent_uid = parent.owner.as_ref().map_or(0, |owner| owner.uid());
             if owner.uid() != 0 && owner.uid() != parent_uid {
-                problems.push(format!("user mismatch: the owner must be that of vm \"{}\"", parent.name));
+                problems.push(format!(
+                    "user mismatch: the owner must be that of vm \"{}\"",
+                    parent.name
+                ));
             }
             let parent_gid = parent.owner.as_ref().and_then(|owner| owner.gid());
             if let Some(gid) = owner.gid().filter(|gid| *gid != 0)
-                && Some(gid) != parent_gid {
-                    problems.push(format!("group mismatch: the group must be that of vm \"{}\"", parent.name));
-                }
+                && Some(gid) != parent_gid
+            {
+                problems.push(format!(
+                    "group mismatch: the group must be that of vm \"{}\"",
+                    parent.name
+                ));
+            }
         }
         for problem in problems {
             self.error(cursor, line, problem);
