@@ -17,7 +17,7 @@ use crate::values::format_memory_size;
 /// Inside quotes the lexer treats a backslash before `"`, a space or a tab
 /// as an escape and keeps it before anything else, so only those cases need
 /// an extra backslash. A string ending in a backslash cannot be quoted at
-/// all, because the backslash would escape the closing quote; such strings
+/// all, because the backslash would escape the closing quote. Such strings
 /// come only from unquoted words like `a\\`, so their tail is written as an
 /// unquoted word again, after a quoted head if there is one.
 pub(crate) fn quote(text: &str) -> String {

@@ -1,6 +1,5 @@
-//! What the parser asks of the host while loading: realpath of image files,
-//! the user database and the online CPU count.
-//! Nothing here writes anything.
+//! Host lookups made while loading: realpath of image files, the user
+//! database and the online CPU count. Nothing here writes anything.
 
 use std::fs;
 use std::io;
@@ -79,8 +78,8 @@ pub(crate) fn resolve_regular_file(path: &str) -> Result<PathBuf, String> {
 }
 
 /// Resolves a disk path with realpath. The image must be a regular file or
-/// a block device; other kinds (directories, FIFOs) cannot hold a disk and
-/// are rejected, as opening them when the VM starts would fail or block.
+/// a block device. Other kinds (directories, FIFOs) cannot hold a disk, so
+/// they are rejected now rather than failing or blocking at VM start.
 /// The image is not opened here: permissions and the format are checked by
 /// whoever opens it when the VM starts.
 pub(crate) fn resolve_disk(
@@ -96,8 +95,8 @@ pub(crate) fn resolve_disk(
 }
 
 /// realpath(3) with the resolved directories remembered for one load.
-/// realpath reads every component of every path, and the disks of many VMs
-/// usually share a directory; with the directory known, a file that is not
+/// realpath reads every component of every path, but the disks of many VMs
+/// usually share a directory. With the directory known, a file that is not
 /// a symbolic link needs one lstat.
 #[derive(Debug, Default)]
 pub(crate) struct DirectoryCache {

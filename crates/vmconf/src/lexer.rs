@@ -183,11 +183,11 @@ pub(crate) struct Macro {
     /// Set with `-D`: definitions in files do not replace it.
     persistent: bool,
     pub(crate) used: bool,
-    /// Where the macro was defined; `None` for `-D`.
+    /// The location of the definition, or `None` for `-D`.
     pub(crate) location: Option<Location>,
 }
 
-/// Why a macro reference was not expanded.
+/// The reason a macro reference was not expanded.
 pub(crate) enum ExpandError {
     Undefined,
     BudgetExhausted,

@@ -6,9 +6,8 @@
 //! All errors are collected: a load either succeeds with warnings or fails
 //! with every [`Diagnostic`], each printed as `FILE:LINE: message`.
 //! [`check`] does the whole job of `vmd -n`. The crate reads only the
-//! configuration, its includes and what validation needs (realpath of
-//! images, the qcow2 magic of disks, the user database, the online CPU
-//! count); it writes nothing.
+//! configuration, its includes and what validation needs: the realpath of
+//! images, the user database and the online CPU count. It writes nothing.
 //!
 //! The grammar, the Linux extensions and the differences from OpenBSD are
 //! described in `docs/vm.conf.md`.
@@ -52,7 +51,7 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// What `vmd -n` prints and how it exits.
+/// The output and exit status of `vmd -n`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckReport {
     /// The text for stderr, each line ending in a newline.
@@ -63,10 +62,10 @@ pub struct CheckReport {
 
 /// Loads a configuration.
 ///
-/// `path` is the file given with `-f`; `None` reads [`DEFAULT_CONFIG_PATH`],
-/// and if that file does not exist the result is an empty configuration with
-/// a warning, as on OpenBSD. An explicit file that cannot be read is an
-/// error. `defines` are `-D name=value` arguments; they take precedence over
+/// `path` is the file given with `-f`, and `None` reads
+/// [`DEFAULT_CONFIG_PATH`]. A missing default file gives an empty
+/// configuration with a warning, as on OpenBSD. An explicit file that cannot
+/// be read is an error. `defines` are `-D name=value` arguments; they take precedence over
 /// definitions of the same macro in the files.
 ///
 /// # Errors

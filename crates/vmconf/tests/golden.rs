@@ -1,7 +1,7 @@
 //! Golden tests: every `tests/golden/pass-*.conf` and `fail-*.conf` goes
 //! through `vmconf::check`, the function behind `vmd -n`, and its output must
 //! equal the `.out` file beside it byte for byte. Passing files are checked
-//! with `-v`, so the expected output holds the normalized dump, and that dump
+//! with `-v`, so the expected output contains the normalized dump, and that dump
 //! must load again to the same text.
 //!
 //! A first line `# defines: a=b c=d` passes `-D` definitions. In expected
@@ -105,7 +105,7 @@ fn golden_files_match_expected_output() {
 }
 
 #[test]
-fn dump_of_each_passing_file_loads_to_the_same_dump() {
+fn passing_dumps_load_to_same_dump() {
     for path in golden_files().iter().filter(|path| is_pass(path)) {
         let name = path
             .file_name()

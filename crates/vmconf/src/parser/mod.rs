@@ -35,7 +35,7 @@ pub(crate) const MAX_ERRORS: usize = 1000;
 /// The name of interface blocks in messages.
 pub(crate) const INTERFACE_BLOCK: &str = "interface block";
 
-/// How a parse step that failed wants the caller to go on. The error has
+/// The recovery a failed parse step asks of its caller. The error has
 /// already been recorded either way.
 #[derive(Debug)]
 pub(crate) enum Stop {

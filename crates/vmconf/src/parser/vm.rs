@@ -47,8 +47,8 @@ const INSTANCE_PERMISSIONS: &[&str] = &[
     "owner",
 ];
 
-/// Longest kernel command line: x86's COMMAND_LINE_SIZE of 2048 bytes less
-/// the NUL.
+/// Maximum kernel command line length: x86's COMMAND_LINE_SIZE of 2048
+/// bytes less the NUL.
 const MAX_CMDLINE_BYTES: usize = 2047;
 
 /// A vm block being parsed: the VM and how often each option was written,
