@@ -274,6 +274,47 @@ mod tests {
     }
 
     #[test]
+    fn include_depth_is_bounded() {
+        let directory = std::env::temp_dir().join(format!("vmconf-depth-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        for level in 0..20 {
+            let text = format!("include \"level{}.conf\"\n", level + 1);
+            std::fs::write(directory.join(format!("level{level}.conf")), text).unwrap();
+        }
+        std::fs::write(directory.join("level20.conf"), "").unwrap();
+
+        let errors = load(Some(&directory.join("level0.conf")), &[]).unwrap_err();
+        std::fs::remove_dir_all(&directory).unwrap();
+        assert_eq!(errors.len(), 1);
+        let message = errors[0].to_string();
+        assert!(message.contains(
+            "level15.conf:1: failed to include file level16.conf: include depth exceeds 16"
+        ));
+    }
+
+    #[test]
+    fn macro_expansion_is_bounded() {
+        // The value is a comment, so each expansion is read and dropped
+        // without an error.
+        let mut text = format!("big = \"#{}\"\n", "x".repeat(7999));
+        for _ in 0..3000 {
+            text.push_str("$big\n");
+        }
+        let messages = messages(load_text(&text, 1));
+        let first_over_budget = 16 * 1024 * 1024 / 8000 + 2;
+        assert_eq!(messages.len(), 3001 - first_over_budget + 1);
+        assert_eq!(
+            messages.first().map(String::as_str),
+            Some(
+                format!(
+                    "test.conf:{first_over_budget}: macro 'big' not expanded: macro expansion exceeds 16777216 bytes"
+                )
+                .as_str()
+            )
+        );
+    }
+
+    #[test]
     fn command_line_define_without_equals_is_an_error() {
         let result = load_with_host(
             Path::new("t.conf"),
