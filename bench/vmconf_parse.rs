@@ -1,9 +1,9 @@
 //! Benchmark: load a generated vm.conf with 10,000 VMs.
 //!
-//! Each VM has its own raw disk image (an empty file), memory, an owner,
-//! two interfaces on a switch and a shared kernel, so the time includes the
-//! realpath and qcow2-magic checks and the user database lookups that a real
-//! configuration causes. Run with
+//! Each VM has its own raw disk image (an empty file), memory, an owner, an
+//! interface on a switch, a local interface and a shared kernel. The time
+//! therefore includes the realpath checks and user database lookups that a
+//! real configuration causes. Run with
 //! `cargo bench -p vmconf --bench vmconf_parse`; the result goes in
 //! docs/BENCHMARKS.md.
 
