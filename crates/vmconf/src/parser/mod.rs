@@ -112,11 +112,11 @@ pub(crate) fn describe(kind: &TokenKind) -> String {
 }
 
 /// Formats "unknown X "word"" with a suggestion, or the list of choices.
-pub(crate) fn unknown_word_message(what: &str, word: &str, choices: &[&str]) -> String {
+pub(crate) fn unknown_word_message(subject: &str, word: &str, choices: &[&str]) -> String {
     match suggest::closest(word, choices.iter().copied()) {
-        Some(best) => format!("unknown {what} \"{word}\", did you mean \"{best}\"?"),
+        Some(best) => format!("unknown {subject} \"{word}\", did you mean \"{best}\"?"),
         None => format!(
-            "unknown {what} \"{word}\": expected one of {}",
+            "unknown {subject} \"{word}\": expected one of {}",
             choices.join(", ")
         ),
     }
