@@ -259,3 +259,87 @@ fn missing_dev_kvm_is_reported() {
     );
     assert_eq!(out.code, 1);
 }
+
+fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("vm.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn configured_vms_start_when_enabled() {
+    let dir = TempDir::new("vmconf");
+    let config = write_config(
+        &dir,
+        &format!(
+            "kernels = \"{}\"\n\
+             vm \"auto\" {{\n  boot \"{}\"\n  memory 32M\n  cpus 2\n}}\n\
+             vm \"manual\" {{\n  disable\n  boot $kernels\n  memory 32M\n}}\n",
+            tiny("idle"),
+            tiny("uart")
+        ),
+    );
+    let daemon = Daemon::start_with_config(&config);
+    wait_for_state(&daemon, "auto", "stopped");
+    let status = daemon.vmctl(&["status"]).stdout;
+    assert_eq!(
+        status,
+        format!(
+            "{HEADER}    1     -     2   32.0M       -       -         root  stopped auto\n\
+             \x20   2     -     1   32.0M       -       -         root  stopped manual\n"
+        )
+    );
+    // Options other than a kernel conflict with the configuration.
+    let kernel = tiny("uart");
+    let out = daemon.vmctl(&["start", "manual", "-b", &kernel, "-m", "64M"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start vm command failed: Operation already in progress\n"
+    );
+    // As in OpenBSD's vmctl, options without something to boot are
+    // rejected before vmd is asked.
+    let out = daemon.vmctl(&["start", "manual", "-m", "64M"]);
+    assert_eq!(out.stderr, "vmctl: no kernel or disk/cdrom specified\n");
+    let out = daemon.vmctl(&["start", "manual"]);
+    assert!(
+        out.stderr.starts_with("vmctl: started vm 2 successfully"),
+        "{out:?}"
+    );
+    daemon.vmctl(&["stop", "-f", "manual"]);
+}
+
+#[test]
+fn vmd_n_checks_configuration() {
+    let dir = TempDir::new("vmconf-check");
+    let good = write_config(
+        &dir,
+        &format!("vm \"a\" {{\n  boot \"{}\"\n}}\n", tiny("idle")),
+    );
+    let output = std::process::Command::new(vmd_tests::bin("vmd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "configuration OK\n"
+    );
+    assert_eq!(output.status.code(), Some(0));
+
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "vm \"a\" {\n  memroy 1G\n}\n").unwrap();
+    let output = std::process::Command::new(vmd_tests::bin("vmd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:2: ", bad.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("memroy"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1));
+}

@@ -90,9 +90,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts vmd with a fresh socket and waits until it answers.
+    /// Starts vmd with a fresh socket and waits until it accepts requests.
     pub fn start() -> Daemon {
         Daemon::start_with(|command| command)
+    }
+
+    /// Starts vmd with configuration file `config`.
+    pub fn start_with_config(config: &std::path::Path) -> Daemon {
+        Daemon::start_with(|mut command| {
+            command.arg("-f").arg(config);
+            command
+        })
     }
 
     /// Starts vmd through `wrap`, which may put a command in front of it

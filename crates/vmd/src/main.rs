@@ -12,9 +12,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Default configuration file.
-const DEFAULT_CONFIG: &str = "/etc/vm.conf";
-
 #[derive(Parser, Debug)]
 #[command(
     name = "vmd",
@@ -35,9 +32,9 @@ struct Flags {
     /// Define a macro, overriding its definition in the configuration.
     #[arg(short = 'D', value_name = "macro=value")]
     defines: Vec<String>,
-    /// Configuration file.
-    #[arg(short = 'f', value_name = "file", default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
+    /// Configuration file (default /etc/vm.conf, which may be missing).
+    #[arg(short = 'f', value_name = "file")]
+    config: Option<PathBuf>,
     /// Control socket path (a Linux extension, to run several daemons).
     #[arg(short = 's', value_name = "socket", default_value = proto::DEFAULT_SOCKET_PATH)]
     socket: PathBuf,

@@ -21,9 +21,10 @@ pub struct Console {
 }
 
 impl Console {
-    /// Opens a pty for a VM started by `uid`; the slave is in raw mode and
-    /// owned by `uid` with mode 0620 (group tty), or 0600 without a tty group.
-    pub fn open(uid: u32) -> nix::Result<Console> {
+    /// Opens a pty for a VM started by `uid`. The slave is in raw mode and
+    /// owned by `uid`: with the VM owner's group `gid` and mode 0660 when
+    /// there is one, else group tty and mode 0620, else mode 0600.
+    pub fn open(uid: u32, gid: Option<u32>) -> nix::Result<Console> {
         let pty = openpty(None, None)?;
         let path = nix::unistd::ttyname(pty.slave.as_fd())?
             .to_string_lossy()
@@ -35,9 +36,10 @@ impl Console {
         tcsetattr(pty.slave.as_fd(), SetArg::TCSANOW, &termios)?;
 
         let tty_group = nix::unistd::Group::from_name("tty").ok().flatten();
-        let (gid, mode) = match tty_group {
-            Some(group) => (group.gid, 0o620),
-            None => (Gid::from_raw(0), 0o600),
+        let (gid, mode) = match (gid, tty_group) {
+            (Some(gid), _) => (Gid::from_raw(gid), 0o660),
+            (None, Some(group)) => (group.gid, 0o620),
+            (None, None) => (Gid::from_raw(0), 0o600),
         };
         fchown(pty.slave.as_fd(), Some(Uid::from_raw(uid)), Some(gid))?;
         fchmod(pty.slave.as_fd(), Mode::from_bits_truncate(mode))?;

@@ -2,6 +2,7 @@
 //! list of VMs, decides what each request does, and opens the files and
 //! devices VMs need on behalf of the requesting user.
 
+mod config;
 mod console;
 mod registry;
 mod requests;
@@ -18,7 +19,7 @@ use proto::{
 };
 
 use crate::privsep::{self, Role};
-use registry::{Lifecycle, Origin, Registry, WaitKind};
+use registry::{Lifecycle, Origin, Registry, VmEntry, WaitKind};
 
 /// How long vmd waits for guests to power off when it is stopped, before
 /// it kills the rest.
@@ -29,6 +30,7 @@ pub struct Parent {
     control: Channel,
     vmm: Channel,
     registry: Registry,
+    staggered: config::StaggeredStart,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -40,6 +42,20 @@ pub fn main(flags: &crate::Flags) -> i32 {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("vmd: need root privileges");
         return 1;
+    }
+    // The configuration is read before vmd detaches, so that errors reach
+    // the terminal.
+    let loaded = match vmconf::load(flags.config.as_deref(), &flags.defines) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            for diagnostic in diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            return 1;
+        }
+    };
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
     }
     if !flags.debug
         && let Err(e) = nix::unistd::daemon(false, false)
@@ -78,8 +94,10 @@ pub fn main(flags: &crate::Flags) -> i32 {
         control,
         vmm,
         registry: Registry::default(),
+        staggered: config::StaggeredStart::new(&loaded.config),
         shutdown_deadline: None,
     };
+    parent.register_config(&loaded.config);
     let code = parent.run(&signals, &mut [&mut vmm_child, &mut control_child]);
     drop(parent);
     let _ = vmm_child.wait();
@@ -88,17 +106,10 @@ pub fn main(flags: &crate::Flags) -> i32 {
     code
 }
 
-// vm.conf is not read yet: only the absence of a configuration checks out.
 fn check_config(flags: &crate::Flags) -> i32 {
-    if flags.config.exists() {
-        eprintln!(
-            "vmd: {}: reading vm.conf is not supported by this build",
-            flags.config.display()
-        );
-        return 1;
-    }
-    eprintln!("configuration OK");
-    0
+    let report = vmconf::check(flags.config.as_deref(), &flags.defines, flags.verbose > 0);
+    eprint!("{}", report.text);
+    if report.ok { 0 } else { 1 }
 }
 
 fn block_signals() -> nix::Result<SignalFd> {
@@ -140,6 +151,9 @@ impl Parent {
                 );
                 return 0;
             }
+            for id in self.staggered.take_due(Instant::now()) {
+                self.start_queued(id);
+            }
             let ready = match self.wait(signals) {
                 Ok(ready) => ready,
                 Err(e) => {
@@ -166,9 +180,13 @@ impl Parent {
             PollFd::new(self.vmm.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
-        let timeout = match self.shutdown_deadline {
-            Some(_) => PollTimeout::from(100u8),
-            None => PollTimeout::NONE,
+        let timeout = match (self.shutdown_deadline, self.staggered.next_batch()) {
+            (Some(_), _) => PollTimeout::from(100u8),
+            (None, Some(due)) => {
+                let left = due.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
+            }
+            (None, None) => PollTimeout::NONE,
         };
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::Error::EINTR) => {}
@@ -181,6 +199,34 @@ impl Parent {
             .filter(|(_, fd)| ready(fd))
             .map(|(source, _)| source)
             .collect())
+    }
+
+    fn register_config(&mut self, config: &vmconf::Config) {
+        for (name, definition) in config::definitions(config) {
+            let id = self.registry.claim_id(&name, definition.owner.uid);
+            let enabled = definition.enabled;
+            let mut vm = VmEntry::new(id, name, definition);
+            if enabled {
+                vm.queued = true;
+                self.staggered.push(id);
+            }
+            self.registry.insert(vm);
+        }
+    }
+
+    fn start_queued(&mut self, id: u32) {
+        let Some(vm) = self.registry.get_mut(id) else {
+            return;
+        };
+        vm.queued = false;
+        if vm.lifecycle != Lifecycle::Stopped || self.shutdown_deadline.is_some() {
+            return;
+        }
+        let name = vm.name.clone();
+        match self.start_vm(id) {
+            Ok(()) => log::debug!("vm {name}: starting"),
+            Err(error) => log::error!("vm {name}: cannot start: {}", describe(&error)),
+        }
     }
 
     fn all_stopped(&self) -> bool {
@@ -332,7 +378,7 @@ impl Parent {
             return;
         };
         log::warn!("vm {}: start failed: {}", vm.name, error.detail);
-        let remove = vm.origin == Origin::Vmctl
+        let remove = vm.definition.origin == Origin::Vmctl
             && vm.waiters.iter().any(|(_, kind)| *kind == WaitKind::Start);
         for (client, _) in self.take_waiters(id, &[WaitKind::Start]) {
             self.reply(client, ControlResponse::Error(error.clone()));
@@ -388,5 +434,14 @@ impl Parent {
             };
             self.reply(client, reply);
         }
+    }
+}
+
+/// Describes a start failure for the log: the detail text, or the code.
+fn describe(error: &proto::ErrorReply) -> String {
+    if error.detail.is_empty() {
+        std::io::Error::from_raw_os_error(error.code.0).to_string()
+    } else {
+        error.detail.clone()
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use proto::VmTarget;
@@ -37,30 +38,66 @@ pub enum WaitKind {
 pub enum Origin {
     /// Created by `vmctl start` with options.
     Vmctl,
+    /// Defined in vm.conf.
+    Config,
 }
 
-/// One VM.
-pub struct VmEntry {
+/// A file a VM boots from: handed over open by vmctl, or named in vm.conf
+/// and opened by the parent at each start.
+pub enum FileSource {
+    /// Opened by vmctl with the user's permissions.
+    Open(File),
+    /// A path from vm.conf.
+    Path(PathBuf),
+}
+
+/// Who owns a VM: may start, stop and attach to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group whose members share the VM, if any.
+    pub gid: Option<u32>,
+}
+
+/// A VM as configured.
+pub struct VmDefinition {
     /// Where the definition came from.
     pub origin: Origin,
-    /// vmd id.
-    pub id: u32,
-    /// Name.
-    pub name: String,
-    /// The user who started it (the owner while it runs).
-    pub uid: u32,
     /// Guest memory in bytes.
     pub memory_bytes: u64,
     /// vCPUs.
     pub vcpus: u8,
-    /// Kernel, kept open for restarts.
-    pub kernel: Option<File>,
-    /// Initrd, kept open for restarts.
-    pub initrd: Option<File>,
+    /// Kernel.
+    pub kernel: Option<FileSource>,
+    /// Initrd.
+    pub initrd: Option<FileSource>,
     /// Kernel command line.
     pub cmdline: String,
+    /// Owner.
+    pub owner: Owner,
+    /// Started when vmd starts.
+    pub enabled: bool,
+    /// Set when the VM has a configured boot that vmd cannot do yet.
+    pub unsupported: Option<String>,
+}
+
+/// One VM.
+pub struct VmEntry {
+    /// vmd id.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// The configuration.
+    pub definition: VmDefinition,
+    /// The user who started it (the owner shown while it runs).
+    pub uid: u32,
+    /// A kernel given with `vmctl start -b` for this start only.
+    pub kernel_override: Option<File>,
     /// State.
     pub lifecycle: Lifecycle,
+    /// Waiting in the staggered start queue.
+    pub queued: bool,
     /// The vm process while running.
     pub pid: Option<u32>,
     /// The console while running (kept across reboots).
@@ -71,6 +108,26 @@ pub struct VmEntry {
     pub last_start: Option<Instant>,
     /// Starts in a row that came less than the rate limit apart.
     pub quick_starts: u32,
+}
+
+impl VmEntry {
+    /// Creates a stopped VM.
+    pub fn new(id: u32, name: String, definition: VmDefinition) -> VmEntry {
+        VmEntry {
+            id,
+            name,
+            uid: definition.owner.uid,
+            definition,
+            kernel_override: None,
+            lifecycle: Lifecycle::Stopped,
+            queued: false,
+            pid: None,
+            console: None,
+            waiters: Vec::new(),
+            last_start: None,
+            quick_starts: 0,
+        }
+    }
 }
 
 /// All VMs by id, plus the sticky name-to-id assignment.

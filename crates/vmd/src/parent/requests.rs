@@ -11,12 +11,10 @@ use proto::{
 
 use super::Parent;
 use super::console::Console;
-use super::registry::{Lifecycle, Origin, VmEntry, WaitKind};
+use super::registry::{FileSource, Lifecycle, Origin, Owner, VmDefinition, VmEntry, WaitKind};
 
 /// Memory of a VM when neither vm.conf nor vmctl sets it (512M).
 const DEFAULT_MEMORY_BYTES: u64 = 512 << 20;
-/// Kernel command line when none is given: the console on COM1.
-const DEFAULT_CMDLINE: &str = "console=ttyS0";
 /// A VM started again sooner than this after its previous start counts
 /// as a quick restart (OpenBSD's VM_START_RATE_SEC).
 const START_RATE: Duration = Duration::from_secs(6);
@@ -70,6 +68,7 @@ impl Parent {
         let mut fds = fds.into_iter();
         let kernel = request.kernel.as_ref().and(fds.next()).map(File::from);
         let initrd = request.initrd.as_ref().and(fds.next()).map(File::from);
+        // Options beyond a kernel define a new VM (OpenBSD's vmc_flags).
         let has_options = request.memory_bytes.is_some()
             || request.vcpus.is_some()
             || request.initrd.is_some()
@@ -81,14 +80,23 @@ impl Parent {
                 if vm.lifecycle != Lifecycle::Stopped {
                     return Err(ErrorReply::new(ErrorCode::ALREADY, ""));
                 }
-                if credentials.uid != 0 && credentials.uid != vm.uid {
+                if !may_control(credentials, vm.definition.owner) {
                     return Err(ErrorReply::new(ErrorCode::NOT_PERMITTED, ""));
                 }
-                // A VM that vmctl created is redefined by a new start with
-                // options; OpenBSD would have forgotten it when it stopped.
-                if has_options || kernel.is_some() {
-                    update_entry(vm, &request, kernel, initrd);
+                match vm.definition.origin {
+                    // A VM from vm.conf starts as configured, with at most
+                    // a different kernel for this start.
+                    Origin::Config if has_options => {
+                        return Err(ErrorReply::new(ErrorCode::ALREADY, ""));
+                    }
+                    Origin::Config => vm.kernel_override = kernel,
+                    // A VM that vmctl defined is redefined by a new start
+                    // with options; OpenBSD would have forgotten it already.
+                    Origin::Vmctl => {
+                        update_definition(&mut vm.definition, &request, kernel, initrd)
+                    }
                 }
+                vm.uid = credentials.uid;
                 id
             }
             None => {
@@ -104,29 +112,30 @@ impl Parent {
                     return Err(ErrorReply::new(code, "no kernel or disk/cdrom specified"));
                 }
                 let id = self.registry.claim_id(&request.name, credentials.uid);
-                let mut vm = VmEntry {
+                let mut definition = VmDefinition {
                     origin: Origin::Vmctl,
-                    id,
-                    name: request.name.clone(),
-                    uid: credentials.uid,
                     memory_bytes: DEFAULT_MEMORY_BYTES,
                     vcpus: 1,
                     kernel: None,
                     initrd: None,
-                    cmdline: DEFAULT_CMDLINE.to_string(),
-                    lifecycle: Lifecycle::Stopped,
-                    pid: None,
-                    console: None,
-                    waiters: Vec::new(),
-                    last_start: None,
-                    quick_starts: 0,
+                    cmdline: super::config::DEFAULT_CMDLINE.to_string(),
+                    owner: Owner {
+                        uid: credentials.uid,
+                        gid: None,
+                    },
+                    enabled: true,
+                    unsupported: None,
                 };
-                update_entry(&mut vm, &request, kernel, initrd);
-                self.registry.insert(vm);
+                update_definition(&mut definition, &request, kernel, initrd);
+                self.registry
+                    .insert(VmEntry::new(id, request.name.clone(), definition));
                 id
             }
         };
 
+        // Starting by hand takes the VM out of the staggered start queue.
+        self.staggered.remove(id);
+        self.registry.get_mut(id).expect("found above").queued = false;
         self.start_vm(id)?;
         let vm = self.registry.get_mut(id).expect("started above");
         vm.waiters.push((client, WaitKind::Start));
@@ -139,6 +148,9 @@ impl Parent {
             .registry
             .get_mut(id)
             .expect("the caller checked the id");
+        if let Some(reason) = &vm.definition.unsupported {
+            return Err(ErrorReply::new(ErrorCode::INVALID, reason.clone()));
+        }
         let now = Instant::now();
         if vm
             .last_start
@@ -156,8 +168,16 @@ impl Parent {
             vm.quick_starts = 0;
         }
 
-        let Some(kernel) = vm.kernel.as_ref() else {
-            return Err(ErrorReply::new(ErrorCode::BIOS_MISSING, ""));
+        let kernel = match (&vm.kernel_override, &vm.definition.kernel) {
+            (Some(file), _) => BootFile::Borrowed(file),
+            (None, Some(source)) => open_source(source, "kernel", ErrorCode::BIOS_MISSING)?,
+            (None, None) => return Err(ErrorReply::new(ErrorCode::BIOS_MISSING, "")),
+        };
+        let initrd = match (&vm.kernel_override, &vm.definition.initrd) {
+            // A kernel given for one start comes without the configured
+            // initrd, which belongs to the configured kernel.
+            (Some(_), _) | (None, None) => None,
+            (None, Some(source)) => Some(open_source(source, "initrd", ErrorCode::BIOS_MISSING)?),
         };
         let kvm = File::options()
             .read(true)
@@ -170,10 +190,10 @@ impl Parent {
                 )
             })?;
         if vm.console.is_none() {
-            let console = Console::open(vm.uid).map_err(|e| {
+            let console = Console::open(vm.uid, vm.definition.owner.gid).map_err(|e| {
                 ErrorReply::new(
                     ErrorCode(e as i32),
-                    format!("cannot open a console pty: {e}"),
+                    format!("cannot open a console pty: {}", e.desc()),
                 )
             })?;
             vm.console = Some(console);
@@ -181,20 +201,23 @@ impl Parent {
         let console = vm.console.as_ref().expect("opened above");
 
         let mut fds = vec![kvm.as_fd(), console.master.as_fd(), kernel.as_fd()];
-        if let Some(initrd) = vm.initrd.as_ref() {
+        if let Some(initrd) = initrd.as_ref() {
             fds.push(initrd.as_fd());
         }
         let spec = VmSpec {
             id,
             name: vm.name.clone(),
-            memory_bytes: vm.memory_bytes,
-            vcpus: vm.vcpus,
-            cmdline: vm.cmdline.clone(),
-            has_initrd: vm.initrd.is_some(),
+            memory_bytes: vm.definition.memory_bytes,
+            vcpus: vm.definition.vcpus,
+            cmdline: vm.definition.cmdline.clone(),
+            has_initrd: initrd.is_some(),
         };
         self.vmm
             .send(id, &ParentToVmm::StartVm(spec), &fds)
             .map_err(|e| ErrorReply::new(ErrorCode(5), format!("cannot reach vmm: {e}")))?;
+        drop(fds);
+        drop(kernel);
+        drop(initrd);
         let vm = self
             .registry
             .get_mut(id)
@@ -215,8 +238,20 @@ impl Parent {
             .find(&request.target)
             .ok_or_else(|| ErrorReply::new(ErrorCode::NOT_FOUND, ""))?;
         let vm = self.registry.get_mut(id).expect("found above");
-        if credentials.uid != 0 && credentials.uid != vm.uid {
+        if !may_control(credentials, vm.definition.owner) && credentials.uid != vm.uid {
             return Err(ErrorReply::new(ErrorCode::NOT_PERMITTED, ""));
+        }
+        if vm.queued {
+            // Still waiting for its staggered start: it just never starts.
+            vm.queued = false;
+            self.staggered.remove(id);
+            let reply = match (request.force, request.wait) {
+                (true, _) => ControlResponse::ForceTerminated { id },
+                (false, true) => ControlResponse::Terminated { id },
+                (false, false) => ControlResponse::StopRequested { id },
+            };
+            self.reply(client, reply);
+            return Ok(());
         }
         match vm.lifecycle {
             Lifecycle::Stopped => return Err(ErrorReply::new(ErrorCode::INVALID, "")),
@@ -257,23 +292,31 @@ impl Parent {
         for vm in self.registry.iter() {
             let running = vm.lifecycle != Lifecycle::Stopped;
             let state = match vm.lifecycle {
+                Lifecycle::Stopped if vm.queued => VmState::Waiting,
+                Lifecycle::Stopped if !vm.definition.enabled => VmState::Disabled,
                 Lifecycle::Stopped => VmState::Stopped,
                 Lifecycle::Stopping => VmState::Stopping,
                 Lifecycle::Starting | Lifecycle::Running => VmState::Running,
             };
+            // The starter while running, the configured owner otherwise.
+            let (owner_uid, owner_gid) = if running {
+                (vm.uid, vm.definition.owner.gid)
+            } else {
+                (vm.definition.owner.uid, vm.definition.owner.gid)
+            };
             let status = VmStatus {
                 id: vm.id,
                 pid: vm.pid.filter(|_| running),
-                vcpus: vm.vcpus,
-                memory_bytes: vm.memory_bytes,
+                vcpus: vm.definition.vcpus,
+                memory_bytes: vm.definition.memory_bytes,
                 used_bytes: vm.pid.filter(|_| running).and_then(resident_bytes),
                 tty: vm
                     .console
                     .as_ref()
                     .filter(|_| running)
                     .map(|c| c.path.clone()),
-                owner_user: user_name(vm.uid),
-                owner_group: None,
+                owner_user: user_name(owner_uid),
+                owner_group: owner_gid.map(group_name),
                 state,
                 name: vm.name.clone(),
             };
@@ -291,28 +334,82 @@ fn io_error_text(error: &std::io::Error) -> String {
     }
 }
 
-fn update_entry(
-    vm: &mut VmEntry,
+fn update_definition(
+    definition: &mut VmDefinition,
     request: &StartRequest,
     kernel: Option<File>,
     initrd: Option<File>,
 ) {
     if let Some(memory_bytes) = request.memory_bytes {
-        vm.memory_bytes = memory_bytes;
+        definition.memory_bytes = memory_bytes;
     }
     if let Some(vcpus) = request.vcpus {
-        vm.vcpus = vcpus;
+        definition.vcpus = vcpus;
     }
-    if kernel.is_some() {
-        vm.kernel = kernel;
+    if let Some(kernel) = kernel {
+        definition.kernel = Some(FileSource::Open(kernel));
         // A new kernel comes with its own initrd or none.
-        vm.initrd = None;
+        definition.initrd = None;
     }
-    if initrd.is_some() {
-        vm.initrd = initrd;
+    if let Some(initrd) = initrd {
+        definition.initrd = Some(FileSource::Open(initrd));
     }
     if let Some(cmdline) = &request.cmdline {
-        vm.cmdline = cmdline.clone();
+        definition.cmdline = cmdline.clone();
+    }
+}
+
+/// Returns true when a client may start, stop or attach to a VM owned by
+/// `owner`: root, the owning user, or a member of the owning group.
+fn may_control(credentials: Credentials, owner: Owner) -> bool {
+    if credentials.uid == 0 || credentials.uid == owner.uid {
+        return true;
+    }
+    let Some(gid) = owner.gid else {
+        return false;
+    };
+    if credentials.gid == gid {
+        return true;
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(credentials.uid));
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid));
+    match (user, group) {
+        (Ok(Some(user)), Ok(Some(group))) => group.mem.contains(&user.name),
+        _ => false,
+    }
+}
+
+/// A boot file ready to pass: borrowed from the VM's definition, or opened
+/// now from a configured path.
+enum BootFile<'a> {
+    Borrowed(&'a File),
+    Opened(File),
+}
+
+impl BootFile<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            BootFile::Borrowed(file) => file.as_fd(),
+            BootFile::Opened(file) => file.as_fd(),
+        }
+    }
+}
+
+// Opens a configured path now (as root, on behalf of the configuration),
+// or lends the file vmctl handed over.
+fn open_source<'a>(
+    source: &'a FileSource,
+    what: &str,
+    code: ErrorCode,
+) -> Result<BootFile<'a>, ErrorReply> {
+    match source {
+        FileSource::Open(file) => Ok(BootFile::Borrowed(file)),
+        FileSource::Path(path) => File::open(path).map(BootFile::Opened).map_err(|e| {
+            ErrorReply::new(
+                code,
+                format!("{what} {}: {}", path.display(), io_error_text(&e)),
+            )
+        }),
     }
 }
 
@@ -329,5 +426,12 @@ fn user_name(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(user)) => user.name,
         _ => uid.to_string(),
+    }
+}
+
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(group)) => group.name,
+        _ => gid.to_string(),
     }
 }
