@@ -9,7 +9,9 @@ mod common;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
-use common::{CheckResult, Rng, ScratchDir, first_difference, qemu_img, qemu_img_check, qemu_io, text};
+use common::{
+    CheckResult, Rng, ScratchDir, first_difference, qemu_img, qemu_img_check, qemu_io, text,
+};
 use disk::{Access, Backing, Disk, Format, create_qcow2};
 
 const MIB: u64 = 1024 * 1024;
@@ -70,7 +72,16 @@ fn qemu_written_images_read_back() {
             let case = format!("compat {compat}, cluster size {cluster_size}");
             let image = scratch.join(&format!("c{compat}-{cluster_size}.qcow2"));
             let options = format!("compat={compat},cluster_size={cluster_size}");
-            qemu_img(&["create", "-q", "-f", "qcow2", "-o", &options, text(&image), "16M"]);
+            qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &options,
+                text(&image),
+                "16M",
+            ]);
 
             let mut model = Model::new(size);
             let mut commands = Vec::new();
@@ -112,13 +123,27 @@ fn compressed_clusters_read_back() {
         let image = scratch.join(&format!("compressed-{cluster_size}.qcow2"));
         let options = format!("cluster_size={cluster_size}");
         qemu_img(&[
-            "convert", "-c", "-O", "qcow2", "-o", &options, text(&raw), text(&image),
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            &options,
+            text(&raw),
+            text(&image),
         ]);
         let map = qemu_img(&["map", "--output=json", text(&image)]);
-        assert!(map.contains("\"compressed\": true"), "image has no compressed clusters: {map}");
+        assert!(
+            map.contains("\"compressed\": true"),
+            "image has no compressed clusters: {map}"
+        );
 
         let disk = Disk::open(&image, None, Access::ReadOnly).unwrap();
-        assert_disk_matches(&disk, &model, &format!("compressed, cluster size {cluster_size}"));
+        assert_disk_matches(
+            &disk,
+            &model,
+            &format!("compressed, cluster size {cluster_size}"),
+        );
     }
 }
 
@@ -134,12 +159,25 @@ fn zero_clusters_hide_backing_data() {
     pattern(&mut commands, &mut model, 0, size, 0x77);
     qemu_io(&base, "qcow2", &commands);
 
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", text(&top)]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        text(&top),
+    ]);
     let mut commands = Vec::new();
     zeroes(&mut commands, &mut model, MIB, MIB);
     qemu_io(&top, "qcow2", &commands);
     let map = qemu_img(&["map", "--output=json", text(&top)]);
-    assert!(map.contains("\"zero\": true, \"data\": false"), "no zero clusters: {map}");
+    assert!(
+        map.contains("\"zero\": true, \"data\": false"),
+        "no zero clusters: {map}"
+    );
 
     let disk = Disk::open(&top, None, Access::ReadOnly).unwrap();
     assert_disk_matches(&disk, &model, "zero clusters over a backing image");
@@ -155,20 +193,49 @@ fn three_level_chain_with_relative_names_reads_back() {
     let size = 8 * MIB;
     let mut model = Model::new(size);
 
-    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", text(&base), "8M"]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        text(&base),
+        "8M",
+    ]);
     let mut commands = Vec::new();
     pattern(&mut commands, &mut model, 0, 6 * MIB, 0xa1);
     qemu_io(&base, "qcow2", &commands);
 
     // Relative names resolve against the referencing image's directory,
     // not the working directory.
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", text(&middle)]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        text(&middle),
+    ]);
     let mut commands = Vec::new();
     pattern(&mut commands, &mut model, MIB + 512, 100_000, 0xb2);
     pattern(&mut commands, &mut model, 5 * MIB, 2 * MIB, 0xb3);
     qemu_io(&middle, "qcow2", &commands);
 
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "middle.qcow2", "-F", "qcow2", text(&top)]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "middle.qcow2",
+        "-F",
+        "qcow2",
+        text(&top),
+    ]);
     let mut commands = Vec::new();
     pattern(&mut commands, &mut model, MIB + 50_000, 3000, 0xc4);
     pattern(&mut commands, &mut model, 7 * MIB + 1, 65_536, 0xc5);
@@ -193,7 +260,17 @@ fn raw_base_under_qcow2_reads_back() {
     pattern(&mut commands, &mut model, 1000, 3 * MIB, 0x3c);
     qemu_io(&base, "raw", &commands);
 
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", text(&top)]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        text(&top),
+    ]);
     let mut commands = Vec::new();
     pattern(&mut commands, &mut model, 2 * MIB + 100, 5000, 0x4d);
     qemu_io(&top, "qcow2", &commands);
@@ -215,7 +292,18 @@ fn overlay_larger_than_base_reads_zeroes_past_base() {
     let mut commands = Vec::new();
     pattern(&mut commands, &mut model, 0, 3 * MIB, 0x99);
     qemu_io(&base, "qcow2", &commands);
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", text(&top), "8M"]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        text(&top),
+        "8M",
+    ]);
 
     let disk = Disk::open(&top, None, Access::ReadOnly).unwrap();
     assert_disk_matches(&disk, &model, "overlay larger than its base");
@@ -228,11 +316,15 @@ fn random_operation(rng: &mut Rng, disk: &Disk, reference: &std::fs::File, size:
     match rng.below(10) {
         0 => {
             disk.write_zeroes(offset, length).unwrap();
-            reference.write_all_at(&vec![0; length as usize], offset).unwrap();
+            reference
+                .write_all_at(&vec![0; length as usize], offset)
+                .unwrap();
         }
         1 => {
             disk.discard(offset, length).unwrap();
-            reference.write_all_at(&vec![0; length as usize], offset).unwrap();
+            reference
+                .write_all_at(&vec![0; length as usize], offset)
+                .unwrap();
         }
         2 => disk.flush().unwrap(),
         _ => {
@@ -249,10 +341,45 @@ fn random_operation(rng: &mut Rng, disk: &Disk, reference: &std::fs::File, size:
 fn build_cow_chain(scratch: &ScratchDir, size: &str) {
     let base = scratch.join("base.qcow2");
     let middle = scratch.join("middle.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", text(&base), size]);
-    qemu_io(&base, "qcow2", &["write -P 0x61 0 3M".to_string(), "write -P 0x62 5M 2M".to_string()]);
-    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "base.qcow2", "-F", "qcow2", text(&middle)]);
-    qemu_io(&middle, "qcow2", &["write -P 0x63 1M 1M".to_string(), "write -c -P 0x64 6M 64k".to_string()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=65536",
+        text(&base),
+        size,
+    ]);
+    qemu_io(
+        &base,
+        "qcow2",
+        &[
+            "write -P 0x61 0 3M".to_string(),
+            "write -P 0x62 5M 2M".to_string(),
+        ],
+    );
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        text(&middle),
+    ]);
+    qemu_io(
+        &middle,
+        "qcow2",
+        &[
+            "write -P 0x63 1M 1M".to_string(),
+            "write -c -P 0x64 6M 64k".to_string(),
+        ],
+    );
     create_qcow2(
         &scratch.join("top.qcow2"),
         8 * MIB,
@@ -272,7 +399,10 @@ fn random_writes_over_chain_pass_qemu_check_and_compare() {
         let top = scratch.join("top.qcow2");
         let reference_path = scratch.join("reference.raw");
         qemu_img(&["convert", "-O", "raw", text(&top), text(&reference_path)]);
-        let reference = OpenOptions::new().write(true).open(&reference_path).unwrap();
+        let reference = OpenOptions::new()
+            .write(true)
+            .open(&reference_path)
+            .unwrap();
 
         let disk = Disk::open(&top, None, Access::ReadWrite).unwrap();
         let mut rng = Rng::new(seed);
@@ -283,13 +413,28 @@ fn random_writes_over_chain_pass_qemu_check_and_compare() {
         drop(disk);
 
         assert_eq!(qemu_img_check(&top), CheckResult::Clean, "seed {seed}");
-        let compare = common::run_tool("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", text(&top), text(&reference_path)]);
+        let compare = common::run_tool(
+            "qemu-img",
+            &[
+                "compare",
+                "-f",
+                "qcow2",
+                "-F",
+                "raw",
+                text(&top),
+                text(&reference_path),
+            ],
+        );
         assert_eq!(
             compare.status, 0,
             "seed {seed}: qemu-img compare: {}{}",
             compare.stdout, compare.stderr
         );
-        assert!(compare.stdout.contains("Images are identical"), "seed {seed}: {}", compare.stdout);
+        assert!(
+            compare.stdout.contains("Images are identical"),
+            "seed {seed}: {}",
+            compare.stdout
+        );
     }
 }
 
@@ -310,13 +455,21 @@ fn image_created_with_backing_is_accepted_by_qemu_img() {
     .unwrap();
 
     let info = qemu_img(&["info", "--output=json", text(&top)]);
-    assert!(info.contains("\"backing-filename\": \"base.qcow2\""), "{info}");
-    assert!(info.contains("\"backing-filename-format\": \"qcow2\""), "{info}");
+    assert!(
+        info.contains("\"backing-filename\": \"base.qcow2\""),
+        "{info}"
+    );
+    assert!(
+        info.contains("\"backing-filename-format\": \"qcow2\""),
+        "{info}"
+    );
     assert!(info.contains("\"cluster-size\": 65536"), "{info}");
     assert!(info.contains("\"virtual-size\": 8388608"), "{info}");
     assert_eq!(qemu_img_check(&top), CheckResult::Clean);
     assert_eq!(
-        std::fs::metadata(&top).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap(),
+        std::fs::metadata(&top)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap(),
         0o600
     );
 }
