@@ -2,7 +2,7 @@
 //!
 //! A raw top image is read and written with pread/pwrite on its descriptor.
 //! A qcow2 top image goes through the imago qcow2 driver, which allocates
-//! and copy-on-writes clusters and keeps refcounts; its backing images are
+//! and copy-on-writes clusters and keeps refcounts. Its backing images are
 //! opened the same way, read-only. Building a [`Disk`] from a [`Chain`]
 //! never opens a path, so it works inside a process without filesystem
 //! access.
@@ -32,8 +32,8 @@ type Layer = FormatAccess<ImagoFile>;
 /// An open disk: a top image and its backing chain.
 ///
 /// Every I/O method blocks the calling thread until the system calls behind
-/// it return: reads and writes issue pread/pwrite (a qcow2 write may also
-/// read and write metadata and copy a cluster from a backing image), and
+/// it return. Reads and writes issue pread/pwrite, and a qcow2 write may
+/// also read and write metadata and copy a cluster from a backing image.
 /// [`Disk::flush`] waits for fdatasync. A device should call them from its
 /// own thread, never from a vCPU thread.
 ///
@@ -164,7 +164,7 @@ impl Disk {
     /// Reads `buf.len()` bytes at byte `offset`.
     ///
     /// Unallocated and zero clusters read as zeroes, unless a backing image
-    /// holds data there; compressed clusters are decompressed.
+    /// has data there; compressed clusters are decompressed.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
         let result = match &self.backend {

@@ -41,7 +41,7 @@ enum Action {
     Flush,
 }
 
-/// The deterministic operation sequence for one seed.
+/// Returns the deterministic operation sequence for one seed.
 fn operations(seed: u64) -> Vec<(u64, Action)> {
     let mut rng = Rng::new(seed);
     (0..OPERATIONS)
@@ -64,8 +64,8 @@ fn slot_data(seed: u64, operation: u64) -> Vec<u8> {
     data
 }
 
-/// The child: runs the operations and reports progress on stdout. Runs
-/// only when the parent test starts it.
+/// Runs the operations and reports progress on stdout. This is the child
+/// process; only the parent test starts it.
 #[test]
 #[ignore = "run by crash_leaves_consistent_image as a child process"]
 fn crash_writer_child() {
@@ -136,7 +136,7 @@ fn build_images(scratch: &ScratchDir) -> std::path::PathBuf {
 }
 
 /// Checks that every slot the child flushed and did not touch afterwards
-/// holds its flushed contents.
+/// still contains its flushed data.
 fn check_flushed_slots(seed: u64, image_bytes: &[u8], progress: &Progress) {
     let operations = operations(seed);
     let mut flushed_state: Vec<Option<(u64, Action)>> = vec![None; SLOTS as usize];

@@ -209,7 +209,8 @@ fn crypt_method_is_rejected() {
 
 #[test]
 fn incompatible_feature_bits_are_rejected() {
-    let cases: [(&str, u64, fn(&Problem) -> bool); 6] = [
+    type Case = (&'static str, u64, fn(&Problem) -> bool);
+    let cases: [Case; 6] = [
         ("unknown-bit-20", 1 << 20, |p| {
             matches!(
                 p,

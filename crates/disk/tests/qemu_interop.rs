@@ -309,7 +309,7 @@ fn overlay_larger_than_base_reads_zeroes_past_base() {
     assert_disk_matches(&disk, &model, "overlay larger than its base");
 }
 
-/// One random operation applied to both the disk and the reference.
+/// Applies one random operation to both the disk and the reference.
 fn random_operation(rng: &mut Rng, disk: &Disk, reference: &std::fs::File, size: u64) {
     let offset = rng.below(size - 1);
     let length = (1 + rng.below(200_000)).min(size - offset);
@@ -392,7 +392,7 @@ fn build_cow_chain(scratch: &ScratchDir, size: &str) {
 }
 
 #[test]
-fn random_writes_over_chain_pass_qemu_check_and_compare() {
+fn random_chain_writes_pass_check() {
     for seed in [1u64, 2, 3, 4] {
         let scratch = ScratchDir::new("random-writes");
         build_cow_chain(&scratch, "8M");
@@ -439,7 +439,7 @@ fn random_writes_over_chain_pass_qemu_check_and_compare() {
 }
 
 #[test]
-fn image_created_with_backing_is_accepted_by_qemu_img() {
+fn created_overlay_passes_qemu_img() {
     let scratch = ScratchDir::new("create-backing");
     let base = scratch.join("base.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", text(&base), "8M"]);

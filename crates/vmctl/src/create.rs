@@ -40,7 +40,7 @@ pub struct CreateArgs {
     pub disk: String,
 }
 
-/// Why `vmctl create` failed. Displays without the `vmctl: ` prefix; the
+/// Failure of `vmctl create`. Displays without the `vmctl: ` prefix; the
 /// cause, where there is one, is the error's `source()`, to be printed
 /// after ": " (see [`message`]).
 #[derive(Debug, thiserror::Error)]

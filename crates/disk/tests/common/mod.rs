@@ -102,7 +102,7 @@ pub enum CheckResult {
     Clean,
     /// Leaked clusters only (exit status 3).
     LeaksOnly,
-    /// Corruption or a failed check; holds the output.
+    /// Corruption or a failed check, with the output.
     Errors(String),
 }
 
