@@ -54,7 +54,12 @@ enum Backend {
     Raw { file: File, layer: Layer },
     /// A qcow2 top image. The write lock is taken only by discard, which
     /// may free clusters that concurrent requests still map.
-    Qcow2(RwLock<Layer>),
+    Qcow2 {
+        layer: RwLock<Layer>,
+        /// Whether the image has zero clusters (version 3). Version 2
+        /// images get zeroes written as data instead.
+        zero_clusters: bool,
+    },
 }
 
 impl Disk {
@@ -96,12 +101,15 @@ impl Disk {
         // Build from the last base up, so each layer can take the one below
         // it as its backing image.
         let mut backing: Option<Layer> = None;
+        let mut zero_clusters = false;
         while let Some(chain_file) = files.pop() {
             let writable = files.is_empty() && access == Access::ReadWrite;
             if files.is_empty() && chain_file.format == Format::Raw {
                 return Disk::from_raw_file(chain_file, access, backing.is_some());
             }
-            backing = Some(open_layer(chain_file, writable, backing)?);
+            let (layer, version) = open_layer(chain_file, writable, backing)?;
+            backing = Some(layer);
+            zero_clusters = version.is_some_and(|version| version >= 3);
         }
         let layer = backing.expect("the loop ran at least once for the top image");
 
@@ -110,7 +118,10 @@ impl Disk {
             format,
             access,
             size: layer.size(),
-            backend: Backend::Qcow2(RwLock::new(layer)),
+            backend: Backend::Qcow2 {
+                layer: RwLock::new(layer),
+                zero_clusters,
+            },
         })
     }
 
@@ -169,7 +180,7 @@ impl Disk {
         self.check_range(offset, buf.len() as u64)?;
         let result = match &self.backend {
             Backend::Raw { file, .. } => read_raw(file, buf, offset),
-            Backend::Qcow2(layer) => self.read_layer(layer).read(buf, offset),
+            Backend::Qcow2 { layer, .. } => self.read_layer(layer).read(buf, offset),
         };
         result.map_err(|source| self.error(Problem::Read { offset, source }))
     }
@@ -183,7 +194,7 @@ impl Disk {
         self.check_range(offset, buf.len() as u64)?;
         let result = match &self.backend {
             Backend::Raw { file, .. } => file.write_all_at(buf, offset),
-            Backend::Qcow2(layer) => self.read_layer(layer).write(buf, offset),
+            Backend::Qcow2 { layer, .. } => self.read_layer(layer).write(buf, offset),
         };
         result.map_err(|source| self.error(Problem::Write { offset, source }))
     }
@@ -200,7 +211,7 @@ impl Disk {
         let (vector, _guard) = IoVectorMut::from_volatile_slice(slices);
         let result = match &self.backend {
             Backend::Raw { layer, .. } => layer.readv(vector, offset),
-            Backend::Qcow2(layer) => self.read_layer(layer).readv(vector, offset),
+            Backend::Qcow2 { layer, .. } => self.read_layer(layer).readv(vector, offset),
         };
         result.map_err(|source| self.error(Problem::Read { offset, source }))
     }
@@ -218,7 +229,7 @@ impl Disk {
         let (vector, _guard) = IoVector::from_volatile_slice(slices);
         let result = match &self.backend {
             Backend::Raw { layer, .. } => layer.writev(vector, offset),
-            Backend::Qcow2(layer) => self.read_layer(layer).writev(vector, offset),
+            Backend::Qcow2 { layer, .. } => self.read_layer(layer).writev(vector, offset),
         };
         result.map_err(|source| self.error(Problem::Write { offset, source }))
     }
@@ -234,7 +245,7 @@ impl Disk {
         }
         let result = match &self.backend {
             Backend::Raw { file, .. } => file.sync_data(),
-            Backend::Qcow2(layer) => {
+            Backend::Qcow2 { layer, .. } => {
                 let layer = self.read_layer(layer);
                 layer.flush().and_then(|()| layer.sync())
             }
@@ -251,7 +262,11 @@ impl Disk {
             Backend::Raw { file, .. } => {
                 zero_raw(file, offset, length, FallocateFlags::FALLOC_FL_ZERO_RANGE)
             }
-            Backend::Qcow2(layer) => self.read_layer(layer).write_zeroes(offset, length),
+            Backend::Qcow2 {
+                layer,
+                zero_clusters: true,
+            } => self.read_layer(layer).write_zeroes(offset, length),
+            Backend::Qcow2 { layer, .. } => self.write_zero_data(layer, offset, length),
         };
         result.map_err(|source| self.error(Problem::WriteZeroes { offset, source }))
     }
@@ -260,8 +275,9 @@ impl Disk {
     /// as zeroes afterwards.
     ///
     /// qcow2 clusters fully inside the range are freed (their refcounts
-    /// drop) and marked zero, so a backing image does not show through;
-    /// partial clusters are overwritten with zeroes. Raw files get a hole
+    /// drop) and marked zero, so a backing image does not show through.
+    /// Partial clusters, and all clusters of a version 2 image, which has
+    /// no zero flag, are overwritten with zeroes. Raw files get a hole
     /// punched where the filesystem supports it and zeroes written
     /// elsewhere.
     pub fn discard(&self, offset: u64, length: u64) -> Result<()> {
@@ -271,12 +287,16 @@ impl Disk {
             Backend::Raw { file, .. } => {
                 zero_raw(file, offset, length, FallocateFlags::FALLOC_FL_PUNCH_HOLE)
             }
-            Backend::Qcow2(layer) => {
+            Backend::Qcow2 {
+                layer,
+                zero_clusters: true,
+            } => {
                 let mut layer = layer
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 layer.discard_to_zero(offset, length)
             }
+            Backend::Qcow2 { layer, .. } => self.write_zero_data(layer, offset, length),
         };
         result.map_err(|source| self.error(Problem::Discard { offset, source }))
     }
@@ -288,6 +308,22 @@ impl Disk {
         layer
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes zeroes as data, 1 MiB at a time, for qcow2 version 2 images,
+    /// which cannot mark clusters as zero. Freeing clusters instead would
+    /// let a backing image show through.
+    fn write_zero_data(&self, layer: &RwLock<Layer>, offset: u64, length: u64) -> io::Result<()> {
+        const BLOCK_BYTES: u64 = 1 << 20;
+        let zeroes = vec![0u8; BLOCK_BYTES.min(length) as usize];
+        let layer = self.read_layer(layer);
+        let mut done = 0;
+        while done < length {
+            let count = (length - done).min(BLOCK_BYTES) as usize;
+            layer.write(&zeroes[..count], offset + done)?;
+            done += count as u64;
+        }
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -328,7 +364,12 @@ impl std::fmt::Debug for Disk {
 }
 
 /// Validates one chain file and opens it as an imago layer over `backing`.
-fn open_layer(chain_file: ChainFile, writable: bool, backing: Option<Layer>) -> Result<Layer> {
+/// Returns the layer and, for qcow2, the image version.
+fn open_layer(
+    chain_file: ChainFile,
+    writable: bool,
+    backing: Option<Layer>,
+) -> Result<(Layer, Option<u32>)> {
     let ChainFile { path, format, file } = chain_file;
     if format == Format::Raw {
         if backing.is_some() {
@@ -339,7 +380,7 @@ fn open_layer(chain_file: ChainFile, writable: bool, backing: Option<Layer>) -> 
                 },
             ));
         }
-        return open_raw_layer(file, &path, writable);
+        return Ok((open_raw_layer(file, &path, writable)?, None));
     }
 
     let file_size = chain::file_size(&file, &path)?;
@@ -374,7 +415,7 @@ fn open_layer(chain_file: ChainFile, writable: bool, backing: Option<Layer>) -> 
         .data_file(None)
         .open(DenyImplicitOpenGate::default())
         .map_err(|source| Error::new(&path, Problem::OpenQcow2(source)))?;
-    Ok(FormatAccess::new(qcow2))
+    Ok((FormatAccess::new(qcow2), Some(qcow2_header.version)))
 }
 
 /// Opens a raw file as an imago layer.

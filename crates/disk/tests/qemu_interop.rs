@@ -336,9 +336,18 @@ fn random_operation(rng: &mut Rng, disk: &Disk, reference: &std::fs::File, size:
     }
 }
 
-/// Builds base.qcow2 (qemu) <- middle.qcow2 (qemu) <- top.qcow2 (this
-/// crate), with data in both bases, so writes to top need copy-on-write.
-fn build_cow_chain(scratch: &ScratchDir, size: &str) {
+/// Who creates the top image of the copy-on-write chain.
+#[derive(Clone, Copy, Debug)]
+enum TopImage {
+    /// This crate's create_qcow2 (qcow2 version 3).
+    Ours,
+    /// qemu-img with compat=0.10 (qcow2 version 2, no zero clusters).
+    QemuVersion2,
+}
+
+/// Builds base.qcow2 (qemu) <- middle.qcow2 (qemu) <- top.qcow2, with data
+/// in both bases, so writes to top need copy-on-write.
+fn build_cow_chain(scratch: &ScratchDir, size: &str, top_image: TopImage) {
     let base = scratch.join("base.qcow2");
     let middle = scratch.join("middle.qcow2");
     qemu_img(&[
@@ -380,22 +389,45 @@ fn build_cow_chain(scratch: &ScratchDir, size: &str) {
             "write -c -P 0x64 6M 64k".to_string(),
         ],
     );
-    create_qcow2(
-        &scratch.join("top.qcow2"),
-        8 * MIB,
-        Some(Backing {
-            name: "middle.qcow2",
-            format: Format::Qcow2,
-        }),
-    )
-    .unwrap();
+    let top = scratch.join("top.qcow2");
+    match top_image {
+        TopImage::Ours => {
+            let backing = Backing {
+                name: "middle.qcow2",
+                format: Format::Qcow2,
+            };
+            create_qcow2(&top, 8 * MIB, Some(backing)).unwrap();
+        }
+        TopImage::QemuVersion2 => {
+            qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10",
+                "-b",
+                "middle.qcow2",
+                "-F",
+                "qcow2",
+                text(&top),
+            ]);
+        }
+    }
 }
 
 #[test]
 fn random_chain_writes_pass_check() {
-    for seed in [1u64, 2, 3, 4] {
+    let cases = [
+        (1u64, TopImage::Ours),
+        (2, TopImage::Ours),
+        (3, TopImage::Ours),
+        (4, TopImage::QemuVersion2),
+        (5, TopImage::QemuVersion2),
+    ];
+    for (seed, top_image) in cases {
         let scratch = ScratchDir::new("random-writes");
-        build_cow_chain(&scratch, "8M");
+        build_cow_chain(&scratch, "8M", top_image);
         let top = scratch.join("top.qcow2");
         let reference_path = scratch.join("reference.raw");
         qemu_img(&["convert", "-O", "raw", text(&top), text(&reference_path)]);
