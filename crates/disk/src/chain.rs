@@ -72,7 +72,10 @@ pub struct Chain {
 /// Opens the image at `path` and every backing file below it.
 ///
 /// `format` is the top image's format if the user gave one; otherwise the
-/// qcow2 magic decides. A backing file's format comes from the backing
+/// qcow2 magic decides. NOTE: probing trusts the image's first bytes, so a
+/// guest that writes a qcow2 header into a raw disk makes the next open
+/// follow a backing name of its choosing; pass the configured format
+/// whenever there is one. A backing file's format comes from the backing
 /// format header extension, or from its magic when the image names none. A
 /// relative backing name is resolved against the directory of the image
 /// that names it.
