@@ -8,11 +8,13 @@
 //! For each image kind (raw, qcow2 preallocated, qcow2 fresh) and pattern
 //! (4 KiB scattered reads and writes, 1 MiB sequential reads and writes)
 //! it runs `qemu-img bench` with its defaults (64 requests in flight,
-//! thread-pool AIO, page cache) and with one request in flight, then the
-//! same offsets through `disk::Disk` from one thread. Each run gets a fresh
-//! copy of the image, so allocating writes start from the same state. It
-//! prints a Markdown table of median MiB/s over `--repeat` runs and the
-//! ratio of this crate to QEMU at 64 in flight.
+//! thread-pool AIO, page cache) and with one request in flight. Then it
+//! sends the same offsets through `disk::Disk` from one thread and from two.
+//! Each run gets a fresh copy of the image, so allocating writes start from
+//! the same state. It prints a Markdown table of median MiB/s over
+//! `--repeat` runs and the ratios of this crate to QEMU at 64 in flight.
+//! Put `--dir` on a tmpfs (/dev/shm) to measure the block layers rather
+//! than the host disk's writeback.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -187,23 +189,31 @@ fn qemu_bench(image: &Path, kind: ImageKind, pattern: &Pattern, depth: u32) -> f
     seconds.unwrap_or_else(|| panic!("unexpected qemu-img bench output: {output}"))
 }
 
-/// Runs the same requests through the disk crate and returns the seconds
-/// they took (opening and the final flush are not timed, as qemu-img bench
-/// does not time them either).
-fn crate_bench(image: &Path, pattern: &Pattern) -> f64 {
+/// Runs the same requests through the disk crate from `threads` threads
+/// (thread t issues requests t, t + threads, ...) and returns the seconds
+/// they took. Opening and the final flush are not timed, as qemu-img bench
+/// does not time them either.
+fn crate_bench(image: &Path, pattern: &Pattern, threads: u64) -> f64 {
     let disk = Disk::open(image, None, Access::ReadWrite).expect("benchmark image opens");
-    let mut buf = vec![0xa5u8; pattern.request_bytes as usize];
     let start = Instant::now();
-    for index in 0..pattern.count {
-        let offset = pattern.offset(index);
-        if pattern.write {
-            disk.write_at(&buf, offset)
-                .expect("benchmark write succeeds");
-        } else {
-            disk.read_at(&mut buf, offset)
-                .expect("benchmark read succeeds");
+    std::thread::scope(|scope| {
+        for first in 0..threads {
+            let disk = &disk;
+            scope.spawn(move || {
+                let mut buf = vec![0xa5u8; pattern.request_bytes as usize];
+                for index in (first..pattern.count).step_by(threads as usize) {
+                    let offset = pattern.offset(index);
+                    if pattern.write {
+                        disk.write_at(&buf, offset)
+                            .expect("benchmark write succeeds");
+                    } else {
+                        disk.read_at(&mut buf, offset)
+                            .expect("benchmark read succeeds");
+                    }
+                }
+            });
         }
-    }
+    });
     let seconds = start.elapsed().as_secs_f64();
     disk.flush().expect("benchmark flush succeeds");
     seconds
@@ -214,15 +224,15 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// Measures one image kind and pattern; returns MiB/s for QEMU at depth
-/// 64, QEMU at depth 1 and this crate.
-fn measure(directory: &Path, kind: ImageKind, pattern: &Pattern, repeat: usize) -> [f64; 3] {
+/// Measures one image kind and pattern. Returns MiB/s for QEMU at depth
+/// 64, QEMU at depth 1, this crate from one thread and from two threads.
+fn measure(directory: &Path, kind: ImageKind, pattern: &Pattern, repeat: usize) -> [f64; 4] {
     let template = directory.join("template.img");
     let _ = std::fs::remove_file(&template);
     kind.create(&template);
     let image = directory.join("run.img");
 
-    let mut results = [Vec::new(), Vec::new(), Vec::new()];
+    let mut results = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..repeat {
         for (slot, result) in results.iter_mut().enumerate() {
             // A fresh copy per run keeps allocating writes comparable; the
@@ -238,7 +248,8 @@ fn measure(directory: &Path, kind: ImageKind, pattern: &Pattern, repeat: usize) 
             let seconds = match slot {
                 0 => qemu_bench(&image, kind, pattern, 64),
                 1 => qemu_bench(&image, kind, pattern, 1),
-                _ => crate_bench(&image, pattern),
+                2 => crate_bench(&image, pattern, 1),
+                _ => crate_bench(&image, pattern, 2),
             };
             result.push(pattern.total_mib() / seconds);
         }
@@ -275,21 +286,23 @@ fn main() {
     std::fs::create_dir_all(&directory).expect("benchmark directory can be created");
 
     println!(
-        "| image | pattern | qemu-img bench, 64 in flight (MiB/s) | qemu-img bench, 1 in flight (MiB/s) | disk crate, 1 thread (MiB/s) | disk crate / QEMU 64 |"
+        "| image | pattern | QEMU, 64 in flight | QEMU, 1 in flight | disk, 1 thread | disk, 2 threads | disk 1 thread / QEMU 64 | disk 2 threads / QEMU 64 |"
     );
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for kind in [
         ImageKind::Raw,
         ImageKind::Qcow2Preallocated,
         ImageKind::Qcow2Fresh,
     ] {
         for pattern in &PATTERNS {
-            let [qemu_deep, qemu_single, ours] = measure(&directory, kind, pattern, repeat);
+            let [qemu_deep, qemu_single, ours, ours_two] =
+                measure(&directory, kind, pattern, repeat);
             println!(
-                "| {} | {} | {qemu_deep:.0} | {qemu_single:.0} | {ours:.0} | {:.2} |",
+                "| {} | {} | {qemu_deep:.0} | {qemu_single:.0} | {ours:.0} | {ours_two:.0} | {:.2} | {:.2} |",
                 kind.name(),
                 pattern.name,
-                ours / qemu_deep
+                ours / qemu_deep,
+                ours_two / qemu_deep
             );
         }
     }
