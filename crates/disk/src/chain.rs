@@ -1,0 +1,220 @@
+//! Opening a backing chain by path, the privileged half of a disk open.
+//!
+//! The parent process opens every file of a disk here: the top image
+//! read-write under an exclusive lock, each base read-only under a shared
+//! lock. The resulting [`Chain`] of open files is what the sandboxed vm
+//! process turns into a [`Disk`](crate::Disk) without touching any path.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Problem, Result};
+use crate::header::{self, BackingFormat};
+
+/// Maximum number of files in one disk's chain, the top image included
+/// (OpenBSD's VM_MAX_BASE_PER_DISK).
+pub const MAX_CHAIN_FILES: usize = 4;
+
+/// Image file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// A plain file holding the disk bytes.
+    Raw,
+    /// QEMU copy-on-write version 2 or 3.
+    Qcow2,
+}
+
+impl Format {
+    /// Returns the format's name as vmctl and qemu-img spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// How the top image of a disk is opened. Backing images are always
+/// read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read and write, under an exclusive lock.
+    ReadWrite,
+    /// Read only, under a shared lock.
+    ReadOnly,
+}
+
+/// One open file of a backing chain.
+#[derive(Debug)]
+pub struct ChainFile {
+    /// The path the file was opened from, used in error messages only.
+    pub path: PathBuf,
+    /// The file's format.
+    pub format: Format,
+    /// The open file. The top image's descriptor carries its lock; bases
+    /// carry shared locks.
+    pub file: File,
+}
+
+/// The open files of one disk, top image first, each base after the image
+/// that names it.
+#[derive(Debug)]
+pub struct Chain {
+    /// How the top image was opened.
+    pub access: Access,
+    /// The files, from the top image down to the last base.
+    pub files: Vec<ChainFile>,
+}
+
+/// Opens the image at `path` and every backing file below it.
+///
+/// `format` is the top image's format if the user gave one; otherwise the
+/// qcow2 magic decides. NOTE: probing trusts the image's first bytes, so a
+/// guest that writes a qcow2 header into a raw disk makes the next open
+/// follow a backing name of its choosing; pass the configured format
+/// whenever there is one. A backing file's format comes from the backing
+/// format header extension, or from its magic when the image names none. A
+/// relative backing name is resolved against the directory of the image
+/// that names it.
+///
+/// # Errors
+///
+/// A missing file is [`Problem::Open`] or [`Problem::MissingBacking`];
+/// a lock held by another process is [`Problem::Locked`]; a chain of more
+/// than [`MAX_CHAIN_FILES`] files is [`Problem::ChainTooLong`]; a file that
+/// appears twice is [`Problem::BackingLoop`]; header defects are the
+/// [`Problem`] variant for the field.
+pub fn open_chain(path: &Path, format: Option<Format>, access: Access) -> Result<Chain> {
+    let top =
+        open_image_file(path, access).map_err(|source| Error::new(path, Problem::Open(source)))?;
+    let mut seen = HashSet::new();
+    seen.insert(file_identity(&top, path)?);
+    lock_file(&top, access).map_err(|problem| Error::new(path, problem))?;
+    let format = match format {
+        Some(format) => format,
+        None => probe_format(&top, path)?,
+    };
+
+    let mut files = vec![ChainFile {
+        path: path.to_path_buf(),
+        format,
+        file: top,
+    }];
+    while let Some(base) = open_backing(files.last().expect("chain holds the top image"))? {
+        let referrer = &files.last().expect("chain holds the top image").path;
+        if files.len() == MAX_CHAIN_FILES {
+            return Err(Error::new(
+                &files[0].path,
+                Problem::ChainTooLong {
+                    limit: MAX_CHAIN_FILES,
+                },
+            ));
+        }
+        if !seen.insert(file_identity(&base.file, &base.path)?) {
+            return Err(Error::new(
+                referrer,
+                Problem::BackingLoop { backing: base.path },
+            ));
+        }
+        lock_file(&base.file, Access::ReadOnly)
+            .map_err(|problem| Error::new(&base.path, problem))?;
+        files.push(base);
+    }
+
+    Ok(Chain { access, files })
+}
+
+/// Opens the backing file that `image` names, if it names one.
+fn open_backing(image: &ChainFile) -> Result<Option<ChainFile>> {
+    if image.format == Format::Raw {
+        return Ok(None);
+    }
+    let file_size = file_size(&image.file, &image.path)?;
+    let header = header::parse(&image.file, file_size)
+        .map_err(|problem| Error::new(&image.path, problem))?;
+    let Some(name) = header.backing_name else {
+        return Ok(None);
+    };
+
+    let backing_path = resolve_backing_path(&image.path, &name);
+    let file = open_image_file(&backing_path, Access::ReadOnly).map_err(|source| {
+        Error::new(
+            &image.path,
+            Problem::MissingBacking {
+                backing: backing_path.clone(),
+                source,
+            },
+        )
+    })?;
+    let format = match header.backing_format {
+        Some(BackingFormat::Qcow2) => Format::Qcow2,
+        Some(BackingFormat::Raw) => Format::Raw,
+        None => probe_format(&file, &backing_path)?,
+    };
+
+    Ok(Some(ChainFile {
+        path: backing_path,
+        format,
+        file,
+    }))
+}
+
+/// Resolves a backing file name against the directory of the image that
+/// names it; an absolute name is used as it is.
+pub fn resolve_backing_path(image_path: &Path, backing_name: &str) -> PathBuf {
+    let backing = Path::new(backing_name);
+    if backing.is_absolute() {
+        return backing.to_path_buf();
+    }
+    match image_path.parent() {
+        Some(directory) => directory.join(backing),
+        None => backing.to_path_buf(),
+    }
+}
+
+/// Opens an image file with close-on-exec set (as std always does).
+fn open_image_file(path: &Path, access: Access) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(access == Access::ReadWrite)
+        .open(path)
+}
+
+/// Takes the lock that goes with `access` without waiting, as OpenBSD's
+/// O_EXLOCK|O_NONBLOCK open does for the top image.
+fn lock_file(file: &File, access: Access) -> std::result::Result<(), Problem> {
+    let locked = match access {
+        Access::ReadWrite => file.try_lock(),
+        Access::ReadOnly => file.try_lock_shared(),
+    };
+    match locked {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(Problem::Locked),
+        Err(TryLockError::Error(source)) => Err(Problem::Lock(source)),
+    }
+}
+
+/// Returns (device, inode), which identifies a file however it was named.
+fn file_identity(file: &File, path: &Path) -> Result<(u64, u64)> {
+    let metadata = file
+        .metadata()
+        .map_err(|source| Error::new(path, Problem::Stat(source)))?;
+    Ok((metadata.dev(), metadata.ino()))
+}
+
+/// Returns the size of an open file in bytes.
+pub(crate) fn file_size(file: &File, path: &Path) -> Result<u64> {
+    let metadata = file
+        .metadata()
+        .map_err(|source| Error::new(path, Problem::Stat(source)))?;
+    Ok(metadata.len())
+}
+
+/// Returns qcow2 if the file starts with the qcow2 magic, raw otherwise.
+pub(crate) fn probe_format(file: &File, path: &Path) -> Result<Format> {
+    let is_qcow2 = header::has_qcow2_magic(file).map_err(|problem| Error::new(path, problem))?;
+    Ok(if is_qcow2 { Format::Qcow2 } else { Format::Raw })
+}
