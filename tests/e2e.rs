@@ -153,3 +153,116 @@ fn vmctl_stop_shuts_guest_down_through_power_button() {
     let status = daemon.vmctl(&["status", "waiter"]).stdout;
     assert!(status.contains(" stopped waiter"), "{status}");
 }
+
+// Writes `text` at the start of sector `sector` of a disk.
+fn write_sector(disk: &disk::Disk, sector: u64, text: &str) {
+    let mut bytes = vec![0u8; 512];
+    bytes[..text.len()].copy_from_slice(text.as_bytes());
+    disk.write_at(&bytes, sector * 512).unwrap();
+    disk.flush().unwrap();
+}
+
+fn read_sector_line(path: &std::path::Path, sector: u64) -> String {
+    let disk = disk::Disk::open(path, None, disk::Access::ReadOnly).unwrap();
+    let mut bytes = vec![0u8; 512];
+    disk.read_at(&mut bytes, sector * 512).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.split('\n').next().unwrap();
+    line.trim_end_matches('\0').to_string()
+}
+
+#[test]
+#[ignore = "needs KVM with hardware virtualization; make test runs it nested"]
+fn guest_reads_and_writes_raw_and_qcow2_chain_disks() {
+    let dir = vmd_tests::TempDir::new("e2e-disks");
+    let raw = dir.path().join("data.raw");
+    let base = dir.path().join("base.qcow2");
+    let overlay = dir.path().join("overlay.qcow2");
+    disk::create_raw(&raw, 64 << 20).unwrap();
+    disk::create_qcow2(&base, 32 << 20, None).unwrap();
+    {
+        let raw_disk = disk::Disk::open(&raw, None, disk::Access::ReadWrite).unwrap();
+        write_sector(&raw_disk, 0, "hello from the host on raw");
+        let base_disk = disk::Disk::open(&base, None, disk::Access::ReadWrite).unwrap();
+        write_sector(&base_disk, 0, "hello from the qcow2 base");
+    }
+    disk::create_qcow2(
+        &overlay,
+        32 << 20,
+        Some(disk::Backing {
+            name: "base.qcow2",
+            format: disk::Format::Qcow2,
+        }),
+    )
+    .unwrap();
+
+    let daemon = Daemon::start();
+    let (kernel, initrd) = guest_fixture();
+    let mut child = daemon.spawn_vmctl(&[
+        "start",
+        "disks",
+        "-b",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "-m",
+        "256M",
+        "-d",
+        &format!("raw:{}", raw.display()),
+        "-d",
+        overlay.to_str().unwrap(),
+        "--cmdline",
+        &cmdline("disk", "poweroff"),
+        "-c",
+    ]);
+    let mut console = LineReader::new(child.stdout.take().unwrap());
+    console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
+    assert_eq!(
+        console.expect_prefix("VMDTEST vda-size", BOOT_TIMEOUT),
+        "VMDTEST vda-size 131072"
+    );
+    assert_eq!(
+        console.expect_prefix("VMDTEST vda-serial", BOOT_TIMEOUT),
+        "VMDTEST vda-serial vmd-1-0"
+    );
+    assert_eq!(
+        console.expect_prefix("VMDTEST vda-read", BOOT_TIMEOUT),
+        "VMDTEST vda-read hello from the host on raw"
+    );
+    let vda_token = console.expect_prefix("VMDTEST vda-wrote", BOOT_TIMEOUT);
+    assert_eq!(
+        console.expect_prefix("VMDTEST vdb-size", BOOT_TIMEOUT),
+        "VMDTEST vdb-size 65536"
+    );
+    assert_eq!(
+        console.expect_prefix("VMDTEST vdb-read", BOOT_TIMEOUT),
+        "VMDTEST vdb-read hello from the qcow2 base"
+    );
+    let vdb_token = console.expect_prefix("VMDTEST vdb-wrote", BOOT_TIMEOUT);
+    console.expect_prefix("VMDTEST-END", BOOT_TIMEOUT);
+    console.rest(BOOT_TIMEOUT);
+    assert!(child.wait().unwrap().success());
+
+    // What the guest wrote is in the images, and the base is untouched.
+    let token = |line: &str| line.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(
+        read_sector_line(&raw, 1),
+        format!("written by the guest {}", token(&vda_token))
+    );
+    assert_eq!(
+        read_sector_line(&overlay, 1),
+        format!("written by the guest {}", token(&vdb_token))
+    );
+    assert_eq!(read_sector_line(&overlay, 0), "hello from the qcow2 base");
+    assert_eq!(read_sector_line(&base, 1), "");
+    let check = std::process::Command::new(vmd_tests::bin("qemu-img"))
+        .args(["check", overlay.to_str().unwrap()])
+        .output()
+        .expect("qemu-img runs");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.starts_with("No errors were found on the image.\n"),
+        "{report}"
+    );
+    assert_eq!(check.status.code(), Some(0), "{report}");
+}

@@ -343,3 +343,69 @@ fn vmd_n_checks_configuration() {
     assert!(stderr.contains("memroy"), "{stderr}");
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[test]
+fn disk_in_use_by_another_vm_is_rejected() {
+    let daemon = Daemon::start();
+    let dir = TempDir::new("disk-lock");
+    let image = dir.path().join("shared.raw");
+    disk::create_raw(&image, 1 << 20).unwrap();
+    let kernel = tiny("idle");
+    let disk_arg = image.to_str().unwrap();
+    let out = daemon.vmctl(&["start", "first", "-b", &kernel, "-m", "32M", "-d", disk_arg]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = daemon.vmctl(&[
+        "start", "second", "-b", &kernel, "-m", "32M", "-d", disk_arg,
+    ]);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "vmctl: start second: disk {disk_arg}: image is in use by another process (locked)\n"
+        )
+    );
+    assert_eq!(out.code, 1);
+    daemon.vmctl(&["stop", "-f", "first"]);
+}
+
+#[test]
+fn missing_disk_is_reported_by_vmctl() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "d", "-b", &kernel, "-d", "/nonexistent/disk.img"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: invalid disk path: /nonexistent/disk.img: No such file or directory\n"
+    );
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn malformed_qcow2_is_rejected_with_its_problem() {
+    let daemon = Daemon::start();
+    let dir = TempDir::new("bad-qcow2");
+    let image = dir.path().join("bad.qcow2");
+    // The qcow2 magic and version 3, then nothing: the header is cut short.
+    std::fs::write(&image, b"QFI\xfb\x00\x00\x00\x03").unwrap();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "bad", "-b", &kernel, "-d", image.to_str().unwrap()]);
+    assert!(
+        out.stderr
+            .starts_with(&format!("vmctl: start bad: disk {}: ", image.display())),
+        "{out:?}"
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+#[test]
+fn too_many_disks_are_rejected() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let mut args = vec!["start", "many", "-b", &kernel];
+    for _ in 0..5 {
+        args.extend(["-d", "/dev/null"]);
+    }
+    let out = daemon.vmctl(&args);
+    assert_eq!(out.stderr, "vmctl: too many disks\n");
+    assert_eq!(out.code, 1);
+}

@@ -18,6 +18,7 @@ fi
 
 name=$(basename "$e2e")
 exec tests/nested/run.sh --auto --timeout 1800 \
-    --bin target/release/vmd --bin target/release/vmctl --bin "$e2e" -- \
+    --bin target/release/vmd --bin target/release/vmctl --bin "$e2e" \
+    --bin "$(command -v qemu-img)" -- \
     sh -c 'VMD_BIN_DIR=$PWD exec "./$0" --include-ignored --test-threads=1 "$@"' \
     "$name" "$@"

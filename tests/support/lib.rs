@@ -49,6 +49,7 @@ pub fn run_tiny(name: &str, cmdline: &str, vcpus: u8) -> TinyRun {
                 output: ConsoleOutput::Buffer(buffer.clone()),
                 input: None,
             },
+            disks: Vec::new(),
         },
     )
     .unwrap_or_else(|e| panic!("cannot build the VM for {name}: {e}"));

@@ -26,6 +26,25 @@ impl std::fmt::Display for VmTarget {
     }
 }
 
+/// Image format of a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskFormat {
+    /// A plain file of disk bytes.
+    Raw,
+    /// QEMU copy-on-write, version 2 or 3.
+    Qcow2,
+}
+
+/// A disk named in a start request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRequest {
+    /// Absolute path of the top image.
+    pub path: String,
+    /// The format, when the user gave it; otherwise the image's magic
+    /// decides.
+    pub format: Option<DiskFormat>,
+}
+
 /// What `vmctl start` asks for. Unset fields take the VM's configured
 /// values or the defaults (512M, 1 vCPU).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +61,8 @@ pub struct StartRequest {
     pub initrd: Option<String>,
     /// Kernel command line.
     pub cmdline: Option<String>,
+    /// Disks, opened by vmd.
+    pub disks: Vec<DiskRequest>,
 }
 
 /// What `vmctl stop` asks for.
@@ -255,10 +276,31 @@ pub struct VmSpec {
     pub cmdline: String,
     /// Whether an initrd descriptor is attached.
     pub has_initrd: bool,
+    /// Disks, in guest order.
+    pub disks: Vec<DiskSpec>,
+}
+
+/// One disk handed to a vm process: its chain of open files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// The chain, top image first; one descriptor is attached per file.
+    pub files: Vec<ChainFileSpec>,
+    /// The guest may only read.
+    pub read_only: bool,
+}
+
+/// One file of a disk chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainFileSpec {
+    /// Path the parent opened, for messages.
+    pub path: String,
+    /// Its format.
+    pub format: DiskFormat,
 }
 
 /// Descriptor order of [`ParentToVmm::StartVm`] and [`VmmToVm::Start`]:
-/// /dev/kvm, the console pty master, the kernel, then the initrd if any.
+/// /dev/kvm, the console pty master, the kernel, the initrd if any, then
+/// the files of each disk in [`VmSpec::disks`] order, top image first.
 pub mod start_fds {
     /// Index of the /dev/kvm descriptor.
     pub const KVM: usize = 0;

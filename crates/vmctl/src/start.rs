@@ -5,10 +5,12 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use proto::units::{fmt_scaled, scan_scaled};
-use proto::{ControlRequest, ControlResponse, ErrorCode, StartRequest};
+use proto::{ControlRequest, ControlResponse, DiskFormat, DiskRequest, ErrorCode, StartRequest};
 
 use crate::client::{Client, strerror};
 
+/// The largest number of disks of a VM (OpenBSD's limit).
+const MAX_DISKS: usize = 4;
 /// The largest memory size a VM may have (128G, OpenBSD's limit).
 const MAX_MEMORY_BYTES: u64 = 128 << 30;
 const MIB: u64 = 1 << 20;
@@ -16,7 +18,7 @@ const MIB: u64 = 1 << 20;
 /// Arguments of `vmctl start`.
 #[derive(clap::Args, Debug)]
 #[command(
-    override_usage = "vmctl [-v] start [-c] [-b path] [--initrd path] [--cmdline string] [-m size] [-p cpus] id | name"
+    override_usage = "vmctl [-v] start [-c] [-b path] [-d disk] [--initrd path] [--cmdline string] [-m size] [-p cpus] id | name"
 )]
 pub struct StartArgs {
     /// Attach to the console once the VM runs.
@@ -25,6 +27,10 @@ pub struct StartArgs {
     /// Kernel to boot: a bzImage or ELF vmlinux.
     #[arg(short = 'b', value_name = "path")]
     kernel: Option<PathBuf>,
+    /// Disk image, repeatable (up to 4); a raw: or qcow2: prefix sets the
+    /// format, otherwise the image's first bytes decide.
+    #[arg(short = 'd', value_name = "disk")]
+    disks: Vec<String>,
     /// Initial ramdisk (a Linux extension).
     #[arg(long, value_name = "path")]
     initrd: Option<PathBuf>,
@@ -54,10 +60,19 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
             return Err("starting a VM by id needs vm.conf, which is not read yet".to_string());
         }
     };
+    if args.disks.len() > MAX_DISKS {
+        return Err("too many disks".to_string());
+    }
+    let disks = args
+        .disks
+        .iter()
+        .map(|disk| parse_disk(disk))
+        .collect::<Result<Vec<_>, _>>()?;
     let has_options = memory_bytes.is_some()
         || vcpus.is_some()
         || args.initrd.is_some()
-        || args.cmdline.is_some();
+        || args.cmdline.is_some()
+        || !disks.is_empty();
     if has_options && args.kernel.is_none() {
         // OpenBSD's check for a new VM: it needs something to boot.
         return Err("no kernel or disk/cdrom specified".to_string());
@@ -80,6 +95,7 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
         kernel: args.kernel.as_ref().map(|p| p.display().to_string()),
         initrd: args.initrd.as_ref().map(|p| p.display().to_string()),
         cmdline: args.cmdline.clone(),
+        disks,
     };
     let mut fds = Vec::new();
     fds.extend(kernel.as_ref().map(|f| f.as_fd()));
@@ -102,13 +118,17 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
 }
 
 fn start_error(name: &str, error: proto::ErrorReply) -> String {
+    // vmd's detail says what failed ("disk /var/vm/a.qcow2: ..."), which
+    // is more use than OpenBSD's fixed sentence for the code.
+    if !error.detail.is_empty() {
+        return format!("start {name}: {}", error.detail);
+    }
     match error.code {
         ErrorCode::BIOS_MISSING => "vmm bios firmware file not found.".to_string(),
         ErrorCode::DISK_MISSING => "could not open disk image(s)".to_string(),
         ErrorCode::CDROM_MISSING => "could not find specified iso image".to_string(),
         ErrorCode::CDROM_INVALID => "specified iso image is not a regular file".to_string(),
         ErrorCode::PARENT_INVALID => "invalid template".to_string(),
-        _ if !error.detail.is_empty() => format!("start {name}: {}", error.detail),
         code => format!("start vm command failed: {}", strerror(code)),
     }
 }
@@ -149,6 +169,21 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(bytes / MIB * MIB)
+}
+
+/// Parses `-d [raw:|qcow2:]path` into an absolute path and a format.
+fn parse_disk(text: &str) -> Result<DiskRequest, String> {
+    let (format, path) = match text.split_once(':') {
+        Some(("raw", path)) => (Some(DiskFormat::Raw), path),
+        Some(("qcow2", path)) => (Some(DiskFormat::Qcow2), path),
+        _ => (None, text),
+    };
+    let absolute = std::fs::canonicalize(path)
+        .map_err(|e| format!("invalid disk path: {path}: {}", plain(&e)))?;
+    Ok(DiskRequest {
+        path: absolute.display().to_string(),
+        format,
+    })
 }
 
 fn parse_cpus(text: &str) -> Result<u8, String> {

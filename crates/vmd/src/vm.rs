@@ -5,10 +5,16 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
+use disk::{Access, Chain, ChainFile, Disk};
 use proto::{
-    Channel, ErrorCode, ErrorReply, Received, VmExitReason, VmSpec, VmToVmm, VmmToVm, start_fds,
+    Channel, DiskFormat, ErrorCode, ErrorReply, Received, VmExitReason, VmSpec, VmToVmm, VmmToVm,
+    start_fds,
 };
-use vmm::{ConsoleConfig, ConsoleOutput, ResetCause, Vm, VmConfig, VmController, VmExit};
+use vmm::{
+    ConsoleConfig, ConsoleOutput, DiskConfig, ResetCause, Vm, VmConfig, VmController, VmExit,
+};
 
 /// Exit status of a vm process whose guest powered off.
 pub const EXIT_POWER_OFF: i32 = 0;
@@ -91,7 +97,8 @@ fn reset_cause_text(cause: ResetCause) -> &'static str {
 }
 
 fn build(spec: &VmSpec, fds: Vec<OwnedFd>) -> Result<Vm, String> {
-    let expected = start_fds::INITRD + usize::from(spec.has_initrd);
+    let disk_files: usize = spec.disks.iter().map(|disk| disk.files.len()).sum();
+    let expected = start_fds::INITRD + usize::from(spec.has_initrd) + disk_files;
     if fds.len() != expected {
         return Err(format!(
             "expected {expected} descriptors from vmm, got {}",
@@ -104,6 +111,31 @@ fn build(spec: &VmSpec, fds: Vec<OwnedFd>) -> Result<Vm, String> {
     let console = File::from(next());
     let kernel = File::from(next());
     let initrd = spec.has_initrd.then(|| File::from(next()));
+    let mut disks = Vec::with_capacity(spec.disks.len());
+    for (index, disk_spec) in spec.disks.iter().enumerate() {
+        let files = disk_spec
+            .files
+            .iter()
+            .map(|file| ChainFile {
+                path: PathBuf::from(&file.path),
+                format: match file.format {
+                    DiskFormat::Raw => disk::Format::Raw,
+                    DiskFormat::Qcow2 => disk::Format::Qcow2,
+                },
+                file: File::from(next()),
+            })
+            .collect();
+        let access = if disk_spec.read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        };
+        let disk = Disk::from_chain(Chain { access, files }).map_err(|e| error_chain(&e))?;
+        disks.push(DiskConfig {
+            disk: Arc::new(disk),
+            serial: format!("vmd-{}-{index}", spec.id),
+        });
+    }
     let console_input = console
         .try_clone()
         .map_err(|e| format!("cannot duplicate the console: {e}"))?;
@@ -119,6 +151,7 @@ fn build(spec: &VmSpec, fds: Vec<OwnedFd>) -> Result<Vm, String> {
             output: ConsoleOutput::File(console),
             input: Some(console_input),
         },
+        disks,
     };
     Vm::new(&kvm, config).map_err(|e| error_chain(&e))
 }

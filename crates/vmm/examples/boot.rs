@@ -45,6 +45,7 @@ fn main() {
                 output: ConsoleOutput::File(stdout),
                 input: None,
             },
+            disks: Vec::new(),
         },
     )
     .unwrap_or_else(|e| fail(&error_chain(&e)));

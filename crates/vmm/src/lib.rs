@@ -16,6 +16,7 @@
 //!     initrd: None,
 //!     cmdline: "console=ttyS0".into(),
 //!     console: ConsoleConfig { output: ConsoleOutput::Discard, input: None },
+//!     disks: Vec::new(),
 //! })?;
 //! let exit = vm.run()?;
 //! # Ok(()) }
@@ -41,8 +42,8 @@ pub use devices::serial::ConsoleOutput;
 pub use exit::{ResetCause, VmExit};
 pub use kvm_ioctls::Kvm;
 pub use vm::{
-    ConsoleConfig, MAX_MEMORY_BYTES, MAX_VCPUS, MIN_MEMORY_BYTES, Vm, VmConfig, VmController,
-    VmError,
+    ConsoleConfig, DiskConfig, MAX_DISKS, MAX_MEMORY_BYTES, MAX_VCPUS, MIN_MEMORY_BYTES, Vm,
+    VmConfig, VmController, VmError,
 };
 
 /// Wraps an open `/dev/kvm` descriptor, received from a process that may

@@ -28,6 +28,7 @@ use crate::pci::{
     PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_COUNT, PciBus, PciConfigIo, PciDevice, PciMmioWindow,
 };
 use crate::vcpu::{self, VcpuContext};
+use crate::virtio::block::Block;
 use crate::virtio::pci::{BAR_SIZE, TransportPlacement, VirtioPciDevice};
 use crate::virtio::rng::Rng;
 
@@ -47,6 +48,17 @@ pub struct ConsoleConfig {
     pub input: Option<File>,
 }
 
+/// A disk attached to a VM as a virtio-blk device.
+pub struct DiskConfig {
+    /// The open disk (its whole backing chain).
+    pub disk: std::sync::Arc<disk::Disk>,
+    /// Serial number the guest reads with GET_ID (up to 20 bytes).
+    pub serial: String,
+}
+
+/// The largest number of disks a VM may have (OpenBSD's limit).
+pub const MAX_DISKS: usize = 4;
+
 /// Everything needed to build a VM.
 pub struct VmConfig {
     /// Name used in logs.
@@ -63,6 +75,8 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Console connection.
     pub console: ConsoleConfig,
+    /// Disks, in the order the guest sees them (vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Errors building a VM.
@@ -75,6 +89,12 @@ pub enum VmError {
         requested: u8,
         /// The limit.
         limit: u8,
+    },
+    /// More disks than a VM may have.
+    #[error("{requested} disks requested; the limit is {MAX_DISKS}")]
+    DiskCount {
+        /// Requested disks.
+        requested: usize,
     },
     /// The memory size is outside the accepted range.
     #[error("memory size {requested_bytes} bytes is outside 1M..128G")]
@@ -186,6 +206,11 @@ impl Vm {
             return Err(VmError::VcpuCount {
                 requested: config.vcpus,
                 limit: kvm_limit,
+            });
+        }
+        if config.disks.len() > MAX_DISKS {
+            return Err(VmError::DiskCount {
+                requested: config.disks.len(),
             });
         }
         if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&config.memory_bytes) {
@@ -386,6 +411,28 @@ fn build_devices(
     pci_bus
         .add(rng as Arc<Mutex<dyn PciDevice>>)
         .expect("a new bus has free slots");
+
+    for (index, disk) in config.disks.drain(..).enumerate() {
+        let name = format!("vioblk{index}");
+        let block = Block::new(name.clone(), disk.disk, &disk.serial);
+        // BAR 0 of the n-th device after the rng, in BAR-sized steps.
+        let bar_address = PCI_MMIO_START + u64::from(BAR_SIZE) * (index as u64 + 1);
+        let device = VirtioPciDevice::new(
+            Box::new(block),
+            TransportPlacement {
+                bar_address: bar_address as u32,
+                name,
+            },
+            vm.clone(),
+            routing.clone(),
+            ram.memory().clone(),
+        )?;
+        let device = Arc::new(Mutex::new(device));
+        pci_devices.push(device.clone());
+        pci_bus
+            .add(device as Arc<Mutex<dyn PciDevice>>)
+            .expect("MAX_DISKS devices fit the bus");
+    }
     debug_assert!(u64::from(BAR_SIZE) * pci_devices.len() as u64 <= PCI_MMIO_SIZE);
 
     pio.insert(

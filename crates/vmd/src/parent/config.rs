@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::registry::{FileSource, Origin, Owner, VmDefinition};
+use super::registry::{DiskDefinition, FileSource, Origin, Owner, VmDefinition};
 
 /// Kernel command line of a configured VM without `cmdline`.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -64,6 +64,17 @@ fn definition(vm: &vmconf::Vm, parent: Option<&vmconf::Vm>) -> VmDefinition {
             gid: owner.and_then(|o| o.gid()),
         },
         enabled: vm.enabled,
+        disks: vm
+            .disks
+            .iter()
+            .map(|disk| DiskDefinition {
+                path: disk.path.clone(),
+                format: disk.format.map(|format| match format {
+                    vmconf::DiskFormat::Raw => proto::DiskFormat::Raw,
+                    vmconf::DiskFormat::Qcow2 => proto::DiskFormat::Qcow2,
+                }),
+            })
+            .collect(),
     }
 }
 
@@ -73,9 +84,6 @@ fn unsupported_reason(vm: &vmconf::Vm, has_kernel: bool) -> Option<String> {
     if !has_kernel {
         // TODO: boot from disk or cdrom through SeaBIOS.
         return Some("booting without a kernel (firmware boot) is not supported yet".into());
-    }
-    if !vm.disks.is_empty() {
-        return Some("disks are not supported yet".into());
     }
     if !vm.interfaces.is_empty() || vm.effective_interface_count() > 0 {
         return Some("network interfaces are not supported yet".into());

@@ -78,8 +78,19 @@ pub struct VmDefinition {
     pub owner: Owner,
     /// Started when vmd starts.
     pub enabled: bool,
+    /// Disks, in guest order.
+    pub disks: Vec<DiskDefinition>,
     /// Set when the VM has a configured boot that vmd cannot do yet.
     pub unsupported: Option<String>,
+}
+
+/// A disk of a VM, opened with its backing chain at each start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskDefinition {
+    /// Absolute path of the top image.
+    pub path: PathBuf,
+    /// The configured format; None probes the image's magic.
+    pub format: Option<proto::DiskFormat>,
 }
 
 /// One VM.

@@ -2,16 +2,19 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use proto::{
-    ControlRequest, ControlResponse, Credentials, ErrorCode, ErrorReply, ParentToVmm, StartRequest,
-    StopRequest, VmSpec, VmState, VmStatus,
+    ChainFileSpec, ControlRequest, ControlResponse, Credentials, DiskFormat, DiskSpec, ErrorCode,
+    ErrorReply, ParentToVmm, StartRequest, StopRequest, VmSpec, VmState, VmStatus,
 };
 
 use super::Parent;
 use super::console::Console;
-use super::registry::{FileSource, Lifecycle, Origin, Owner, VmDefinition, VmEntry, WaitKind};
+use super::registry::{
+    DiskDefinition, FileSource, Lifecycle, Origin, Owner, VmDefinition, VmEntry, WaitKind,
+};
 
 /// Memory of a VM when neither vm.conf nor vmctl sets it (512M).
 const DEFAULT_MEMORY_BYTES: u64 = 512 << 20;
@@ -72,7 +75,8 @@ impl Parent {
         let has_options = request.memory_bytes.is_some()
             || request.vcpus.is_some()
             || request.initrd.is_some()
-            || request.cmdline.is_some();
+            || request.cmdline.is_some()
+            || !request.disks.is_empty();
 
         let id = match self.registry.find_name(&request.name) {
             Some(id) => {
@@ -103,6 +107,9 @@ impl Parent {
                 if credentials.uid != 0 {
                     return Err(ErrorReply::new(ErrorCode::NOT_PERMITTED, ""));
                 }
+                if request.disks.len() > vmm::MAX_DISKS {
+                    return Err(ErrorReply::new(ErrorCode::INVALID, "too many disks"));
+                }
                 if kernel.is_none() {
                     let code = if has_options {
                         ErrorCode::INVALID
@@ -124,6 +131,7 @@ impl Parent {
                         gid: None,
                     },
                     enabled: true,
+                    disks: Vec::new(),
                     unsupported: None,
                 };
                 update_definition(&mut definition, &request, kernel, initrd);
@@ -136,7 +144,18 @@ impl Parent {
         // Starting by hand takes the VM out of the staggered start queue.
         self.staggered.remove(id);
         self.registry.get_mut(id).expect("found above").queued = false;
-        self.start_vm(id)?;
+        if let Err(error) = self.start_vm(id) {
+            // As when the vm process fails: a VM that vmctl defined and
+            // that never came up is forgotten.
+            if self
+                .registry
+                .get_mut(id)
+                .is_some_and(|vm| vm.definition.origin == Origin::Vmctl)
+            {
+                self.registry.remove(id);
+            }
+            return Err(error);
+        }
         let vm = self.registry.get_mut(id).expect("started above");
         vm.waiters.push((client, WaitKind::Start));
         Ok(())
@@ -200,9 +219,34 @@ impl Parent {
         }
         let console = vm.console.as_ref().expect("opened above");
 
+        // The chains are opened here, as root, and handed over open: the
+        // vm process cannot open files. Each top image carries its lock.
+        let mut chains = Vec::with_capacity(vm.definition.disks.len());
+        for definition in &vm.definition.disks {
+            chains.push(open_disk(definition)?);
+        }
+
         let mut fds = vec![kvm.as_fd(), console.master.as_fd(), kernel.as_fd()];
         if let Some(initrd) = initrd.as_ref() {
             fds.push(initrd.as_fd());
+        }
+        let mut disks = Vec::with_capacity(chains.len());
+        for chain in &chains {
+            let mut files = Vec::with_capacity(chain.files.len());
+            for file in &chain.files {
+                fds.push(file.file.as_fd());
+                files.push(ChainFileSpec {
+                    path: file.path.display().to_string(),
+                    format: match file.format {
+                        disk::Format::Raw => DiskFormat::Raw,
+                        disk::Format::Qcow2 => DiskFormat::Qcow2,
+                    },
+                });
+            }
+            disks.push(DiskSpec {
+                files,
+                read_only: chain.access == disk::Access::ReadOnly,
+            });
         }
         let spec = VmSpec {
             id,
@@ -211,11 +255,13 @@ impl Parent {
             vcpus: vm.definition.vcpus,
             cmdline: vm.definition.cmdline.clone(),
             has_initrd: initrd.is_some(),
+            disks,
         };
         self.vmm
             .send(id, &ParentToVmm::StartVm(spec), &fds)
             .map_err(|e| ErrorReply::new(ErrorCode(5), format!("cannot reach vmm: {e}")))?;
         drop(fds);
+        drop(chains);
         drop(kernel);
         drop(initrd);
         let vm = self
@@ -357,6 +403,26 @@ fn update_definition(
     if let Some(cmdline) = &request.cmdline {
         definition.cmdline = cmdline.clone();
     }
+    if !request.disks.is_empty() {
+        definition.disks = request
+            .disks
+            .iter()
+            .map(|disk| DiskDefinition {
+                path: PathBuf::from(&disk.path),
+                format: disk.format,
+            })
+            .collect();
+    }
+}
+
+// Opens a disk and its backing chain read-write, the top image locked.
+fn open_disk(definition: &DiskDefinition) -> Result<disk::Chain, ErrorReply> {
+    let format = definition.format.map(|format| match format {
+        DiskFormat::Raw => disk::Format::Raw,
+        DiskFormat::Qcow2 => disk::Format::Qcow2,
+    });
+    disk::open_chain(&definition.path, format, disk::Access::ReadWrite)
+        .map_err(|e| ErrorReply::new(ErrorCode::DISK_MISSING, crate::vm::error_chain(&e)))
 }
 
 /// Returns true when a client may start, stop or attach to a VM owned by

@@ -2,6 +2,7 @@
 //! device trait the PCI transport drives, queue interrupts, and the worker
 //! thread that waits for queue notifications.
 
+pub mod block;
 pub mod driver;
 pub mod pci;
 pub mod rng;
@@ -18,6 +19,8 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::irq::MsiVector;
 use crate::memory::GuestMemoryMmap;
 
+/// Device type of the block device (virtio 1.2 §5).
+pub const VIRTIO_ID_BLOCK: u32 = 2;
 /// Device type of the entropy device (virtio 1.2 §5).
 pub const VIRTIO_ID_RNG: u32 = 4;
 /// Feature bit: the device complies with virtio 1.x (virtio 1.2 §6).

@@ -1,0 +1,826 @@
+//! The block device (virtio 1.2 §5.2): read, write, flush, get ID,
+//! discard and write zeroes on a [`disk::Disk`], from one worker thread
+//! per device woken by the queue's ioeventfd.
+//!
+//! Requests come from the guest and are hostile: every descriptor address
+//! and length is checked against guest memory, every sector range against
+//! the disk, and a malformed request gets an error status while the device
+//! keeps serving the rest of the queue.
+
+use std::sync::Arc;
+
+use disk::Disk;
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{
+    ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_BLOCK, VirtioDevice,
+    Worker,
+};
+use crate::memory::GuestMemoryMmap;
+
+/// Entries of the request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Data descriptors per request (the header and status take two more).
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Bytes per sector, the unit of request offsets.
+pub const SECTOR_BYTES: u64 = 512;
+/// Bytes of a serial number returned by GET_ID.
+const ID_BYTES: usize = 20;
+/// Sectors one discard or write-zeroes segment may cover (4 GiB - 1
+/// sector: the field is 32 bits).
+const MAX_DISCARD_SECTORS: u32 = u32::MAX;
+
+const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
+const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+const VIRTIO_BLK_F_BLK_SIZE: u64 = 1 << 6;
+const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_DISCARD: u64 = 1 << 13;
+const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
+
+const VIRTIO_BLK_T_IN: u32 = 0;
+const VIRTIO_BLK_T_OUT: u32 = 1;
+const VIRTIO_BLK_T_FLUSH: u32 = 4;
+const VIRTIO_BLK_T_GET_ID: u32 = 8;
+const VIRTIO_BLK_T_DISCARD: u32 = 11;
+const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+
+const VIRTIO_BLK_S_OK: u8 = 0;
+const VIRTIO_BLK_S_IOERR: u8 = 1;
+const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+const REQUEST_HEADER_BYTES: usize = 16;
+const DISCARD_SEGMENT_BYTES: usize = 16;
+const WRITE_ZEROES_FLAG_UNMAP: u32 = 1;
+const CONFIG_BYTES: usize = 60;
+
+/// A virtio-blk device over one disk.
+pub struct Block {
+    name: String,
+    disk: Arc<Disk>,
+    id: [u8; ID_BYTES],
+    queue_sizes: [u16; 1],
+    config: [u8; CONFIG_BYTES],
+    worker: Option<Worker>,
+}
+
+impl Block {
+    /// Creates the device `name` (for logs, e.g. `vioblk0`) serving `disk`;
+    /// `serial` (up to 20 bytes) is what GET_ID returns.
+    pub fn new(name: String, disk: Arc<Disk>, serial: &str) -> Block {
+        let mut id = [0u8; ID_BYTES];
+        let serial = serial.as_bytes();
+        let len = serial.len().min(ID_BYTES);
+        id[..len].copy_from_slice(&serial[..len]);
+        let config = config_space(disk.size());
+        Block {
+            name,
+            disk,
+            id,
+            queue_sizes: [QUEUE_SIZE],
+            config,
+            worker: None,
+        }
+    }
+}
+
+// struct virtio_blk_config (virtio 1.2 §5.2.4), little endian.
+fn config_space(size_bytes: u64) -> [u8; CONFIG_BYTES] {
+    let mut config = [0u8; CONFIG_BYTES];
+    let mut put = |offset: usize, bytes: &[u8]| {
+        config[offset..offset + bytes.len()].copy_from_slice(bytes);
+    };
+    put(0, &(size_bytes / SECTOR_BYTES).to_le_bytes());
+    put(12, &SEG_MAX.to_le_bytes());
+    put(20, &(SECTOR_BYTES as u32).to_le_bytes());
+    put(34, &1u16.to_le_bytes());
+    put(36, &MAX_DISCARD_SECTORS.to_le_bytes());
+    put(40, &1u32.to_le_bytes());
+    put(44, &1u32.to_le_bytes());
+    put(48, &MAX_DISCARD_SECTORS.to_le_bytes());
+    put(52, &1u32.to_le_bytes());
+    put(56, &[1]);
+    config
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn device_features(&self) -> u64 {
+        let mut features = VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH;
+        if self.disk.is_read_only() {
+            features |= VIRTIO_BLK_F_RO;
+        } else {
+            features |= VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES;
+        }
+        features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = self.config.get(offset as usize + i).copied().unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The writeback field is only writable with VIRTIO_BLK_F_CONFIG_WCE,
+        // which is not offered: the cache mode is always writeback, with
+        // FLUSH honoured.
+    }
+
+    fn activate(&mut self, context: ActivateContext) -> Result<(), ActivateError> {
+        let actual = context.queues.len();
+        let Some(queue) = context.queues.into_iter().next().filter(|_| actual == 1) else {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                actual,
+            });
+        };
+        let handler = BlockHandler {
+            name: self.name.clone(),
+            memory: context.memory,
+            disk: self.disk.clone(),
+            id: self.id,
+            queue,
+            warnings_left: MAX_WARNINGS,
+        };
+        self.worker = Some(Worker::spawn(&self.name, handler).map_err(ActivateError::SpawnWorker)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.worker = None;
+    }
+}
+
+/// Guest-triggered warnings logged per device, so a guest cannot flood
+/// the log.
+const MAX_WARNINGS: u32 = 16;
+
+struct BlockHandler {
+    name: String,
+    memory: Arc<GuestMemoryMmap>,
+    disk: Arc<Disk>,
+    id: [u8; ID_BYTES],
+    queue: ActiveQueue,
+    warnings_left: u32,
+}
+
+/// One descriptor of a request, checked against guest memory.
+#[derive(Clone, Copy)]
+struct Segment {
+    address: u64,
+    len: u32,
+    writable: bool,
+}
+
+/// Why a request failed, and the status the guest sees.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("buffer 0x{address:x}+{len} is outside guest memory")]
+    BadAddress { address: u64, len: u32 },
+    #[error("sectors {sector}+{count} are beyond the disk end")]
+    OutOfRange { sector: u64, count: u64 },
+    #[error("write to a read-only disk")]
+    ReadOnly,
+    #[error("unsupported request type {0}")]
+    Unsupported(u32),
+    #[error("{0}")]
+    Disk(#[from] disk::Error),
+}
+
+impl RequestError {
+    // The only place errors become guest-visible statuses.
+    fn status(&self) -> u8 {
+        match self {
+            RequestError::Unsupported(_) => VIRTIO_BLK_S_UNSUPP,
+            _ => VIRTIO_BLK_S_IOERR,
+        }
+    }
+
+    // Errors the guest can cause by itself are logged (rate-limited);
+    // disk errors are the host's problem and always worth a line.
+    fn is_guest_caused(&self) -> bool {
+        !matches!(self, RequestError::Disk(_))
+    }
+}
+
+/// A parsed request: type, first sector, and where its data and status
+/// byte live.
+struct Request {
+    kind: u32,
+    sector: u64,
+    data: Vec<Segment>,
+    status: u64,
+}
+
+impl BlockHandler {
+    fn collect_segments(
+        &self,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> Result<Vec<Segment>, RequestError> {
+        let mut segments = Vec::new();
+        // The chain iterator stops after queue-size descriptors, so a
+        // looping chain ends here too.
+        for descriptor in chain {
+            if segments.len() > SEG_MAX as usize + 2 {
+                return Err(RequestError::Malformed("too many descriptors"));
+            }
+            let segment = Segment {
+                address: descriptor.addr().0,
+                len: descriptor.len(),
+                writable: descriptor.is_write_only(),
+            };
+            if !GuestMemoryBackend::check_range(
+                &*self.memory,
+                GuestAddress(segment.address),
+                segment.len as usize,
+            ) {
+                return Err(RequestError::BadAddress {
+                    address: segment.address,
+                    len: segment.len,
+                });
+            }
+            if segment.len > 0 {
+                segments.push(segment);
+            }
+        }
+        Ok(segments)
+    }
+
+    // Splits a chain into header, data and status. The layout is free
+    // (virtio 1.2 §2.7.4): the header is the first 16 device-readable
+    // bytes and the status the last device-writable byte, wherever the
+    // descriptor boundaries fall.
+    fn parse(&self, segments: &[Segment]) -> Result<Request, RequestError> {
+        let readable_bytes: u64 = segments
+            .iter()
+            .filter(|s| !s.writable)
+            .map(|s| u64::from(s.len))
+            .sum();
+        if readable_bytes < REQUEST_HEADER_BYTES as u64 {
+            return Err(RequestError::Malformed("no request header"));
+        }
+        let last = segments
+            .last()
+            .filter(|s| s.writable)
+            .ok_or(RequestError::Malformed("no status byte"))?;
+        let status = last.address + u64::from(last.len) - 1;
+
+        let mut header = [0u8; REQUEST_HEADER_BYTES];
+        let mut header_filled = 0usize;
+        let mut data = Vec::new();
+        for (index, segment) in segments.iter().enumerate() {
+            let mut segment = *segment;
+            if !segment.writable && header_filled < REQUEST_HEADER_BYTES {
+                let take = (REQUEST_HEADER_BYTES - header_filled).min(segment.len as usize);
+                self.memory
+                    .read_slice(
+                        &mut header[header_filled..header_filled + take],
+                        GuestAddress(segment.address),
+                    )
+                    .map_err(|_| RequestError::Malformed("unreadable header"))?;
+                header_filled += take;
+                segment.address += take as u64;
+                segment.len -= take as u32;
+            }
+            if index == segments.len() - 1 {
+                segment.len -= 1;
+            }
+            if segment.len > 0 {
+                data.push(segment);
+            }
+        }
+        Ok(Request {
+            kind: u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")),
+            sector: u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
+            data,
+            status,
+        })
+    }
+
+    fn check_range(&self, sector: u64, bytes: u64) -> Result<u64, RequestError> {
+        let count = bytes / SECTOR_BYTES;
+        let offset = sector.checked_mul(SECTOR_BYTES);
+        match offset.and_then(|o| o.checked_add(bytes)) {
+            Some(end) if end <= self.disk.size() => Ok(offset.expect("checked above")),
+            _ => Err(RequestError::OutOfRange { sector, count }),
+        }
+    }
+
+    // Executes a request; returns the bytes written into guest buffers,
+    // not counting the status byte.
+    fn execute(&self, request: &Request) -> Result<u32, RequestError> {
+        let data_bytes: u64 = request.data.iter().map(|s| u64::from(s.len)).sum();
+        // The used length is 32 bits; longer requests cannot be answered.
+        if data_bytes >= u64::from(u32::MAX) {
+            return Err(RequestError::Malformed("request larger than 4 GiB"));
+        }
+        let direction_ok = |writable| request.data.iter().all(|s| s.writable == writable);
+        match request.kind {
+            VIRTIO_BLK_T_IN => {
+                if !direction_ok(true) || data_bytes % SECTOR_BYTES != 0 {
+                    return Err(RequestError::Malformed("bad read buffers"));
+                }
+                let offset = self.check_range(request.sector, data_bytes)?;
+                let slices = self.slices(&request.data)?;
+                self.disk.read_volatile(&slices, offset)?;
+                Ok(data_bytes as u32)
+            }
+            VIRTIO_BLK_T_OUT => {
+                if !direction_ok(false) || data_bytes % SECTOR_BYTES != 0 {
+                    return Err(RequestError::Malformed("bad write buffers"));
+                }
+                if self.disk.is_read_only() {
+                    return Err(RequestError::ReadOnly);
+                }
+                let offset = self.check_range(request.sector, data_bytes)?;
+                let slices = self.slices(&request.data)?;
+                self.disk.write_volatile(&slices, offset)?;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                self.disk.flush()?;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                if !direction_ok(true) {
+                    return Err(RequestError::Malformed("bad id buffer"));
+                }
+                let mut written = 0usize;
+                for segment in &request.data {
+                    let take = (ID_BYTES - written).min(segment.len as usize);
+                    self.memory
+                        .write_slice(
+                            &self.id[written..written + take],
+                            GuestAddress(segment.address),
+                        )
+                        .map_err(|_| RequestError::BadAddress {
+                            address: segment.address,
+                            len: segment.len,
+                        })?;
+                    written += take;
+                }
+                Ok(written as u32)
+            }
+            VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
+                if self.disk.is_read_only() {
+                    return Err(RequestError::ReadOnly);
+                }
+                self.discard_or_zero(request)?;
+                Ok(0)
+            }
+            other => Err(RequestError::Unsupported(other)),
+        }
+    }
+
+    // DISCARD and WRITE_ZEROES carry one segment descriptor each (we offer
+    // max_discard_seg = max_write_zeroes_seg = 1).
+    fn discard_or_zero(&self, request: &Request) -> Result<(), RequestError> {
+        let data_bytes: u64 = request.data.iter().map(|s| u64::from(s.len)).sum();
+        if data_bytes != DISCARD_SEGMENT_BYTES as u64 || request.data.iter().any(|s| s.writable) {
+            return Err(RequestError::Malformed("bad discard segment"));
+        }
+        let mut segment = [0u8; DISCARD_SEGMENT_BYTES];
+        let mut filled = 0;
+        for part in &request.data {
+            let len = part.len as usize;
+            self.memory
+                .read_slice(
+                    &mut segment[filled..filled + len],
+                    GuestAddress(part.address),
+                )
+                .map_err(|_| RequestError::Malformed("unreadable discard segment"))?;
+            filled += len;
+        }
+        let sector = u64::from_le_bytes(segment[0..8].try_into().expect("8 bytes"));
+        let sectors = u32::from_le_bytes(segment[8..12].try_into().expect("4 bytes"));
+        let flags = u32::from_le_bytes(segment[12..16].try_into().expect("4 bytes"));
+        let bytes = u64::from(sectors) * SECTOR_BYTES;
+        let offset = self.check_range(sector, bytes)?;
+        match request.kind {
+            VIRTIO_BLK_T_DISCARD if flags != 0 => Err(RequestError::Malformed("discard flags set")),
+            VIRTIO_BLK_T_DISCARD => Ok(self.disk.discard(offset, bytes)?),
+            _ if flags & !WRITE_ZEROES_FLAG_UNMAP != 0 => {
+                Err(RequestError::Malformed("unknown write-zeroes flags"))
+            }
+            _ => Ok(self.disk.write_zeroes(offset, bytes)?),
+        }
+    }
+
+    fn slices(
+        &self,
+        segments: &[Segment],
+    ) -> Result<Vec<vm_memory::VolatileSlice<'_, ()>>, RequestError> {
+        segments
+            .iter()
+            .map(|segment| {
+                self.memory
+                    .get_slice(GuestAddress(segment.address), segment.len as usize)
+                    .map_err(|_| RequestError::BadAddress {
+                        address: segment.address,
+                        len: segment.len,
+                    })
+            })
+            .collect()
+    }
+
+    fn complete(&mut self, head: u16, segments: Result<Vec<Segment>, RequestError>) -> bool {
+        let memory = self.memory.clone();
+        let result = segments.and_then(|segments| {
+            let request = self.parse(&segments)?;
+            let outcome = self.execute(&request);
+            Ok((request.status, outcome))
+        });
+        let (status_address, outcome) = match result {
+            Ok(parsed) => (Some(parsed.0), parsed.1),
+            // Without a status byte the request cannot be answered beyond
+            // returning its buffers.
+            Err(e) => (None, Err(e)),
+        };
+        let (status, written) = match outcome {
+            Ok(written) => (VIRTIO_BLK_S_OK, written),
+            Err(e) => {
+                self.warn(head, &e);
+                (e.status(), 0)
+            }
+        };
+        let used_len = match status_address {
+            Some(address) if memory.write_obj(status, GuestAddress(address)).is_ok() => written + 1,
+            _ => 0,
+        };
+        self.queue.queue.add_used(&*memory, head, used_len).is_ok()
+    }
+
+    fn warn(&mut self, head: u16, error: &RequestError) {
+        if !error.is_guest_caused() {
+            log::error!("{}: request {head}: {error}", self.name);
+            return;
+        }
+        if self.warnings_left > 0 {
+            self.warnings_left -= 1;
+            log::warn!("{}: request {head}: {error}", self.name);
+        }
+    }
+}
+
+impl QueueHandler for BlockHandler {
+    fn process_queue(&mut self, _index: usize) {
+        let memory = self.memory.clone();
+        let mut used_any = false;
+        loop {
+            if self.queue.queue.disable_notification(&*memory).is_err() {
+                break;
+            }
+            let chains: Vec<_> = match self.queue.queue.iter(&*memory) {
+                Ok(iter) => iter.collect(),
+                Err(e) => {
+                    if self.warnings_left > 0 {
+                        self.warnings_left -= 1;
+                        log::warn!("{}: bad available ring: {e}", self.name);
+                    }
+                    return;
+                }
+            };
+            for chain in chains {
+                let head = chain.head_index();
+                let segments = self.collect_segments(chain);
+                used_any |= self.complete(head, segments);
+            }
+            match self.queue.queue.enable_notification(&*memory) {
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+        if used_any
+            && self
+                .queue
+                .queue
+                .needs_notification(&*memory)
+                .unwrap_or(true)
+        {
+            self.queue.interrupt.trigger();
+        }
+    }
+
+    fn notify_fds(&self) -> Vec<&EventFd> {
+        vec![&self.queue.notify]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU8;
+    use std::time::{Duration, Instant};
+
+    use disk::{Access, Format};
+
+    use super::*;
+    use crate::virtio::QueueInterrupt;
+    use crate::virtio::driver::{Buffer, QueueDriver};
+
+    const MIB: u64 = 1 << 20;
+    const HEADER: u64 = 0x10_0000;
+    const DATA: u64 = 0x20_0000;
+    const STATUS: u64 = 0x30_0000;
+    const DISK_BYTES: u64 = 4 * MIB;
+
+    struct Harness {
+        memory: Arc<GuestMemoryMmap>,
+        driver: QueueDriver,
+        notify: EventFd,
+        device: Block,
+        _dir: tempdir::Dir,
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        pub fn new() -> Dir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "vioblk-test-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+    }
+
+    fn harness(format: Format, access: Access) -> Harness {
+        let dir = tempdir::new();
+        let path = dir.0.join("disk.img");
+        match format {
+            Format::Raw => disk::create_raw(&path, DISK_BYTES).unwrap(),
+            Format::Qcow2 => disk::create_qcow2(&path, DISK_BYTES, None).unwrap(),
+        }
+        let disk = Arc::new(Disk::open(&path, Some(format), access).unwrap());
+        let memory = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap());
+        let driver = QueueDriver::new(&memory, 0x1000, 64);
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut device = Block::new("vioblk0".into(), disk, "serial-0123456789abcdef");
+        device
+            .activate(ActivateContext {
+                memory: memory.clone(),
+                acked_features: 0,
+                queues: vec![ActiveQueue {
+                    queue: driver.device_queue(),
+                    notify: notify.try_clone().unwrap(),
+                    interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
+                }],
+            })
+            .unwrap();
+        Harness {
+            memory,
+            driver,
+            notify,
+            device,
+            _dir: dir,
+        }
+    }
+
+    fn readable(address: u64, len: u32) -> Buffer {
+        Buffer {
+            address,
+            len,
+            device_writable: false,
+        }
+    }
+
+    fn writable(address: u64, len: u32) -> Buffer {
+        Buffer {
+            address,
+            len,
+            device_writable: true,
+        }
+    }
+
+    impl Harness {
+        fn header(&self, kind: u32, sector: u64) {
+            let mut bytes = [0u8; 16];
+            bytes[0..4].copy_from_slice(&kind.to_le_bytes());
+            bytes[8..16].copy_from_slice(&sector.to_le_bytes());
+            self.memory
+                .write_slice(&bytes, GuestAddress(HEADER))
+                .unwrap();
+            self.memory.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        }
+
+        // Submits `buffers` and returns (used length, status byte).
+        fn submit(&mut self, buffers: &[Buffer]) -> (u32, u8) {
+            let head = self.driver.add_request(&self.memory, buffers).unwrap();
+            self.notify.write(1).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Some((used_head, len)) = self.driver.pop_used(&self.memory) {
+                    assert_eq!(used_head, head);
+                    let status: u8 = self.memory.read_obj(GuestAddress(STATUS)).unwrap();
+                    return (len, status);
+                }
+                assert!(Instant::now() < deadline, "request {head} never completed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn request(&mut self, kind: u32, sector: u64, data: &[Buffer]) -> (u32, u8) {
+            self.header(kind, sector);
+            let mut buffers = vec![readable(HEADER, 16)];
+            buffers.extend_from_slice(data);
+            buffers.push(writable(STATUS, 1));
+            self.submit(&buffers)
+        }
+
+        fn fill(&self, address: u64, len: usize, value: u8) {
+            self.memory
+                .write_slice(&vec![value; len], GuestAddress(address))
+                .unwrap();
+        }
+
+        fn bytes(&self, address: u64, len: usize) -> Vec<u8> {
+            let mut bytes = vec![0u8; len];
+            self.memory
+                .read_slice(&mut bytes, GuestAddress(address))
+                .unwrap();
+            bytes
+        }
+
+        fn discard_segment(&self, address: u64, sector: u64, sectors: u32, flags: u32) {
+            let mut bytes = [0u8; 16];
+            bytes[0..8].copy_from_slice(&sector.to_le_bytes());
+            bytes[8..12].copy_from_slice(&sectors.to_le_bytes());
+            bytes[12..16].copy_from_slice(&flags.to_le_bytes());
+            self.memory
+                .write_slice(&bytes, GuestAddress(address))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn write_then_read_round_trips_on_raw_and_qcow2() {
+        for format in [Format::Raw, Format::Qcow2] {
+            let mut h = harness(format, Access::ReadWrite);
+            h.fill(DATA, 4096, 0xa5);
+            h.fill(DATA + 0x10000, 512, 0x5a);
+            let out = h.request(
+                VIRTIO_BLK_T_OUT,
+                8,
+                &[readable(DATA, 4096), readable(DATA + 0x10000, 512)],
+            );
+            assert_eq!(out, (1, VIRTIO_BLK_S_OK), "{format:?} write");
+            h.fill(DATA + 0x40000, 4608, 0);
+            let read = h.request(VIRTIO_BLK_T_IN, 8, &[writable(DATA + 0x40000, 4608)]);
+            assert_eq!(read, (4609, VIRTIO_BLK_S_OK), "{format:?} read");
+            let mut expected = vec![0xa5; 4096];
+            expected.extend_from_slice(&[0x5a; 512]);
+            assert_eq!(h.bytes(DATA + 0x40000, 4608), expected, "{format:?} data");
+        }
+    }
+
+    #[test]
+    fn header_split_across_descriptors_is_accepted() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        h.header(VIRTIO_BLK_T_IN, 0);
+        let result = h.submit(&[
+            readable(HEADER, 7),
+            readable(HEADER + 7, 9),
+            writable(DATA, 512),
+            writable(STATUS, 1),
+        ]);
+        assert_eq!(result, (513, VIRTIO_BLK_S_OK));
+    }
+
+    #[test]
+    fn flush_succeeds() {
+        let mut h = harness(Format::Qcow2, Access::ReadWrite);
+        assert_eq!(h.request(VIRTIO_BLK_T_FLUSH, 0, &[]), (1, VIRTIO_BLK_S_OK));
+    }
+
+    #[test]
+    fn get_id_returns_serial() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        let result = h.request(VIRTIO_BLK_T_GET_ID, 0, &[writable(DATA, 20)]);
+        assert_eq!(result, (21, VIRTIO_BLK_S_OK));
+        assert_eq!(h.bytes(DATA, 20), b"serial-0123456789abc");
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_clear_data() {
+        for (kind, flags) in [(VIRTIO_BLK_T_DISCARD, 0), (VIRTIO_BLK_T_WRITE_ZEROES, 1)] {
+            for format in [Format::Raw, Format::Qcow2] {
+                let mut h = harness(format, Access::ReadWrite);
+                h.fill(DATA, 65536, 0x77);
+                assert_eq!(
+                    h.request(VIRTIO_BLK_T_OUT, 128, &[readable(DATA, 65536)]).1,
+                    VIRTIO_BLK_S_OK
+                );
+                h.discard_segment(DATA + 0x20000, 128, 128, flags);
+                let result = h.request(kind, 0, &[readable(DATA + 0x20000, 16)]);
+                assert_eq!(result, (1, VIRTIO_BLK_S_OK), "type {kind} on {format:?}");
+                h.fill(DATA, 65536, 0xee);
+                h.request(VIRTIO_BLK_T_IN, 128, &[writable(DATA, 65536)]);
+                assert_eq!(
+                    h.bytes(DATA, 65536),
+                    vec![0; 65536],
+                    "type {kind} on {format:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_request_type_is_unsupported() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        assert_eq!(h.request(99, 0, &[]), (1, VIRTIO_BLK_S_UNSUPP));
+    }
+
+    #[test]
+    fn read_beyond_end_is_io_error() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        let last_sector = DISK_BYTES / SECTOR_BYTES;
+        let result = h.request(VIRTIO_BLK_T_IN, last_sector, &[writable(DATA, 512)]);
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
+        let result = h.request(VIRTIO_BLK_T_IN, u64::MAX, &[writable(DATA, 512)]);
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
+    }
+
+    #[test]
+    fn partial_sector_is_io_error() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        let result = h.request(VIRTIO_BLK_T_IN, 0, &[writable(DATA, 100)]);
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
+    }
+
+    #[test]
+    fn buffer_outside_memory_gets_no_status() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        let result = h.request(VIRTIO_BLK_T_IN, 0, &[writable(0x1_0000_0000, 512)]);
+        assert_eq!(result, (0, 0xff));
+        // The device goes on serving good requests.
+        assert_eq!(
+            h.request(VIRTIO_BLK_T_IN, 0, &[writable(DATA, 512)]),
+            (513, VIRTIO_BLK_S_OK)
+        );
+    }
+
+    #[test]
+    fn missing_status_byte_returns_buffers() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        h.header(VIRTIO_BLK_T_IN, 0);
+        assert_eq!(
+            h.submit(&[readable(HEADER, 16), readable(DATA, 512)]),
+            (0, 0xff)
+        );
+    }
+
+    #[test]
+    fn read_only_disk_rejects_writes() {
+        let mut h = harness(Format::Raw, Access::ReadOnly);
+        assert_ne!(h.device.device_features() & VIRTIO_BLK_F_RO, 0);
+        assert_eq!(h.device.device_features() & VIRTIO_BLK_F_DISCARD, 0);
+        let result = h.request(VIRTIO_BLK_T_OUT, 0, &[readable(DATA, 512)]);
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
+        h.discard_segment(DATA, 0, 1, 0);
+        let result = h.request(VIRTIO_BLK_T_DISCARD, 0, &[readable(DATA, 16)]);
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
+        assert_eq!(
+            h.request(VIRTIO_BLK_T_IN, 0, &[writable(DATA, 512)]),
+            (513, VIRTIO_BLK_S_OK)
+        );
+    }
+
+    #[test]
+    fn write_in_read_direction_is_io_error() {
+        let mut h = harness(Format::Raw, Access::ReadWrite);
+        let result = h.request(VIRTIO_BLK_T_OUT, 0, &[writable(DATA, 512)]);
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
+    }
+
+    #[test]
+    fn config_space_reports_capacity_and_limits() {
+        let h = harness(Format::Raw, Access::ReadWrite);
+        let mut capacity = [0u8; 8];
+        h.device.read_config(0, &mut capacity);
+        assert_eq!(u64::from_le_bytes(capacity), DISK_BYTES / SECTOR_BYTES);
+        let mut seg_max = [0u8; 4];
+        h.device.read_config(12, &mut seg_max);
+        assert_eq!(u32::from_le_bytes(seg_max), SEG_MAX);
+        let mut beyond = [0xffu8; 4];
+        h.device.read_config(200, &mut beyond);
+        assert_eq!(beyond, [0; 4]);
+    }
+}
