@@ -6,9 +6,12 @@
 #                    the nested test environment under TCG with emulated SVM,
 #                    and is the peer in the benchmarks
 #   seabios          firmware for QEMU's pc machine in the benchmarks
-#   busybox-static   the shell and tools of the guest and nested initramfs
+#   busybox-static   a static busybox on the host; tests/guest/build.sh
+#                    downloads the package itself for its initramfs
 #   cpio, kmod       packing initramfs images, depmod for the kernel modules
 #   qemu-utils       qemu-img and qemu-io for the qcow2 interoperability tests
+#   gcc, libc6-dev   the nested runner's self test compiles a small KVM API
+#                    program, static and dynamic
 set -eu
 
 if [ "$(id -u)" != 0 ]; then
@@ -17,7 +20,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=""
-for p in qemu-system-x86 seabios busybox-static cpio kmod qemu-utils; do
+for p in qemu-system-x86 seabios busybox-static cpio kmod qemu-utils gcc libc6-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
 done
 [ -z "$need" ] && exit 0
@@ -37,4 +40,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q -t bookworm-backports qemu-system-x86 qemu-utils
-apt-get install -y -q seabios busybox-static cpio kmod
+apt-get install -y -q seabios busybox-static cpio kmod gcc libc6-dev

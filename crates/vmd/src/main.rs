@@ -1,1 +1,60 @@
-fn main() {}
+//! vmd: the virtual machine daemon. `main` parses the flags and runs the
+//! role this process was started for; each role lives in its own module.
+
+mod control;
+mod logger;
+mod parent;
+mod privsep;
+mod vm;
+mod vmm;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmd",
+    about = "The virtual machine daemon",
+    override_usage = "vmd [-dnv] [-D macro=value] [-f file] [-s socket]",
+    disable_version_flag = true
+)]
+struct Flags {
+    /// Stay in the foreground and log to stderr.
+    #[arg(short = 'd')]
+    debug: bool,
+    /// Check the configuration file and exit.
+    #[arg(short = 'n')]
+    check_only: bool,
+    /// Log more; repeat for more detail.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Define a macro, overriding its definition in the configuration.
+    #[arg(short = 'D', value_name = "macro=value")]
+    defines: Vec<String>,
+    /// Configuration file (default /etc/vm.conf, which may be missing).
+    #[arg(short = 'f', value_name = "file")]
+    config: Option<PathBuf>,
+    /// Control socket path (a Linux extension, to run several daemons).
+    #[arg(short = 's', value_name = "socket", default_value = proto::DEFAULT_SOCKET_PATH)]
+    socket: PathBuf,
+    /// Internal: the process role, set when vmd starts its own children.
+    #[arg(long, hide = true, value_enum)]
+    role: Option<privsep::Role>,
+}
+
+fn main() {
+    let flags = Flags::parse();
+    let code = match flags.role {
+        None => parent::main(&flags),
+        Some(role) => {
+            logger::init(role.log_prefix(), flags.debug, flags.verbose);
+            match role {
+                privsep::Role::Control => control::main(&flags),
+                privsep::Role::Vmm => vmm::main(&flags),
+                privsep::Role::Vm => vm::main(),
+            }
+        }
+    };
+    std::process::exit(code);
+}

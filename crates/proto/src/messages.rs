@@ -1,0 +1,384 @@
+//! The message types, one enum per direction.
+//!
+//! Descriptors that travel with a message are listed in its variant's
+//! documentation, in the order they are attached.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+use crate::channel::Message;
+
+/// A VM named in a request: by its vmd id or by its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmTarget {
+    /// The vmd id shown by `vmctl status`.
+    Id(u32),
+    /// The VM's name.
+    Name(String),
+}
+
+impl std::fmt::Display for VmTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmTarget::Id(id) => write!(f, "{id}"),
+            VmTarget::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// What `vmctl start` asks for. Unset fields take the VM's configured
+/// values or the defaults (512M, 1 vCPU).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The VM's name.
+    pub name: String,
+    /// Guest memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Number of vCPUs.
+    pub vcpus: Option<u8>,
+    /// Path of the kernel, for messages; vmctl opened it and attaches it.
+    pub kernel: Option<String>,
+    /// Path of the initrd, for messages; vmctl opened it and attaches it.
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    pub cmdline: Option<String>,
+}
+
+/// What `vmctl stop` asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// The VM to stop.
+    pub target: VmTarget,
+    /// Kill the VM at once instead of asking the guest to shut down.
+    pub force: bool,
+    /// Answer only when the VM has stopped.
+    pub wait: bool,
+}
+
+/// Requests from vmctl to vmd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Start a VM. Descriptors: the kernel if `kernel` is set, then the
+    /// initrd if `initrd` is set.
+    Start(StartRequest),
+    /// Stop a VM.
+    Stop(StopRequest),
+    /// List every VM, answered by [`ControlResponse::Status`] entries and
+    /// a final [`ControlResponse::StatusEnd`].
+    Status,
+}
+
+impl Message for ControlRequest {
+    // OpenBSD's imsg numbers for the same requests.
+    fn kind(&self) -> u32 {
+        match self {
+            ControlRequest::Start(_) => 8,
+            ControlRequest::Stop(_) => 19,
+            ControlRequest::Status => 22,
+        }
+    }
+}
+
+/// A failure, with a code vmctl turns into words and vmd's detail text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The reason as a code.
+    pub code: ErrorCode,
+    /// What failed, in vmd's words; may be empty.
+    pub detail: String,
+}
+
+impl ErrorReply {
+    /// Creates a reply with `code` and `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The state column of `vmctl status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmState {
+    /// Running.
+    Running,
+    /// Asked to shut down, still running.
+    Stopping,
+    /// Not running.
+    Stopped,
+    /// Paused.
+    Paused,
+    /// Waiting for its turn in a staggered start.
+    Waiting,
+    /// Configured but disabled.
+    Disabled,
+}
+
+/// One row of `vmctl status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStatus {
+    /// vmd id.
+    pub id: u32,
+    /// The vm process, while running.
+    pub pid: Option<u32>,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Guest memory size in bytes.
+    pub memory_bytes: u64,
+    /// Host memory the VM uses now, in bytes, while running.
+    pub used_bytes: Option<u64>,
+    /// The console pty (`/dev/pts/N`), while running.
+    pub tty: Option<String>,
+    /// User name (or uid) of the owner: the starter while running, the
+    /// configured owner otherwise.
+    pub owner_user: String,
+    /// Group name (or gid) of the owner, if a group is set.
+    pub owner_group: Option<String>,
+    /// State.
+    pub state: VmState,
+    /// Name.
+    pub name: String,
+}
+
+/// Replies from vmd to vmctl.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// The VM is running.
+    Started {
+        /// vmd id.
+        id: u32,
+        /// The vm process.
+        pid: u32,
+        /// Console pty path.
+        tty: String,
+    },
+    /// The guest was asked to shut down.
+    StopRequested {
+        /// vmd id.
+        id: u32,
+    },
+    /// The VM has stopped (answer to a waiting stop).
+    Terminated {
+        /// vmd id.
+        id: u32,
+    },
+    /// The VM was killed (answer to a forced stop).
+    ForceTerminated {
+        /// vmd id.
+        id: u32,
+    },
+    /// One VM of a status listing.
+    Status(VmStatus),
+    /// End of a status listing.
+    StatusEnd,
+    /// The request failed.
+    Error(ErrorReply),
+}
+
+impl Message for ControlResponse {
+    fn kind(&self) -> u32 {
+        match self {
+            ControlResponse::Started { .. } => 13,
+            ControlResponse::StopRequested { .. } => 20,
+            ControlResponse::Terminated { .. } | ControlResponse::ForceTerminated { .. } => 21,
+            ControlResponse::Status(_) => 23,
+            ControlResponse::StatusEnd => 24,
+            ControlResponse::Error(_) => 2,
+        }
+    }
+}
+
+/// The credentials of a control socket client, from SO_PEERCRED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// From the control process to the parent; the header's peer id is the
+/// client connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlToParent {
+    /// A client's request, with the client's descriptors.
+    Request {
+        /// Who sent it.
+        credentials: Credentials,
+        /// The request.
+        request: ControlRequest,
+    },
+    /// The client disconnected.
+    Closed,
+}
+
+impl Message for ControlToParent {
+    fn kind(&self) -> u32 {
+        match self {
+            ControlToParent::Request { request, .. } => request.kind(),
+            ControlToParent::Closed => 5,
+        }
+    }
+}
+
+/// From the parent to the control process; the header's peer id is the
+/// client connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentToControl {
+    /// Pass this reply to the client.
+    Reply(ControlResponse),
+}
+
+impl Message for ParentToControl {
+    fn kind(&self) -> u32 {
+        match self {
+            ParentToControl::Reply(response) => response.kind(),
+        }
+    }
+}
+
+/// The fixed description of a VM that the vmm and vm processes need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// vmd id.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Guest memory in bytes.
+    pub memory_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Whether an initrd descriptor is attached.
+    pub has_initrd: bool,
+}
+
+/// Descriptor order of [`ParentToVmm::StartVm`] and [`VmmToVm::Start`]:
+/// /dev/kvm, the console pty master, the kernel, then the initrd if any.
+pub mod start_fds {
+    /// Index of the /dev/kvm descriptor.
+    pub const KVM: usize = 0;
+    /// Index of the console pty master.
+    pub const CONSOLE: usize = 1;
+    /// Index of the kernel.
+    pub const KERNEL: usize = 2;
+    /// Index of the initrd, when there is one.
+    pub const INITRD: usize = 3;
+}
+
+/// From the parent to the vmm process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentToVmm {
+    /// Start a vm process for this VM; descriptors as in [`start_fds`].
+    StartVm(VmSpec),
+    /// Stop the VM with this id.
+    StopVm {
+        /// vmd id.
+        id: u32,
+        /// Kill at once instead of asking the guest.
+        force: bool,
+    },
+}
+
+impl Message for ParentToVmm {
+    fn kind(&self) -> u32 {
+        match self {
+            ParentToVmm::StartVm(_) => 8,
+            ParentToVmm::StopVm { .. } => 19,
+        }
+    }
+}
+
+/// How a vm process ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmExitReason {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest rebooted; vmd starts it again.
+    Reboot,
+    /// The VM was stopped on request.
+    Stopped,
+    /// The vm process was killed (forced stop).
+    Killed,
+    /// The vm process failed.
+    Failed(String),
+}
+
+/// From the vmm process to the parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmmToParent {
+    /// The VM runs in process `pid`.
+    VmStarted {
+        /// vmd id.
+        id: u32,
+        /// The vm process.
+        pid: u32,
+    },
+    /// The VM could not be started.
+    VmStartFailed {
+        /// vmd id.
+        id: u32,
+        /// Why.
+        error: ErrorReply,
+    },
+    /// The vm process ended.
+    VmExited {
+        /// vmd id.
+        id: u32,
+        /// How.
+        reason: VmExitReason,
+    },
+}
+
+impl Message for VmmToParent {
+    fn kind(&self) -> u32 {
+        match self {
+            VmmToParent::VmStarted { .. } => 13,
+            VmmToParent::VmStartFailed { .. } => 13,
+            VmmToParent::VmExited { .. } => 21,
+        }
+    }
+}
+
+/// From the vmm process to one vm process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmmToVm {
+    /// Build and run this VM; descriptors as in [`start_fds`].
+    Start(VmSpec),
+    /// Ask the guest to shut down (ACPI power button).
+    Shutdown,
+}
+
+impl Message for VmmToVm {
+    fn kind(&self) -> u32 {
+        match self {
+            VmmToVm::Start(_) => 8,
+            VmmToVm::Shutdown => 40,
+        }
+    }
+}
+
+/// From a vm process to the vmm process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmToVmm {
+    /// The guest is running.
+    Running,
+    /// The VM could not be built.
+    StartFailed(ErrorReply),
+    /// The VM is about to exit, and why.
+    Exiting(VmExitReason),
+}
+
+impl Message for VmToVmm {
+    fn kind(&self) -> u32 {
+        match self {
+            VmToVmm::Running => 13,
+            VmToVmm::StartFailed(_) => 13,
+            VmToVmm::Exiting(_) => 21,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The connection to vmd's control socket.
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+use proto::{Channel, ControlRequest, ControlResponse, ErrorCode, Received, VmStatus};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, connect, socket_with};
+
+/// A connection to vmd.
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Connects to the control socket at `path`.
+    pub fn connect(path: &Path) -> Result<Client, String> {
+        let fail = |e: std::io::Error| format!("connect: {}: {e}", path.display());
+        let address = SocketAddrUnix::new(path).map_err(|e| fail(e.into()))?;
+        let socket = socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| fail(e.into()))?;
+        connect(&socket, &address).map_err(|e| fail(e.into()))?;
+        Ok(Client {
+            channel: Channel::from_fd(socket),
+        })
+    }
+
+    /// Sends `request` with `fds` attached.
+    pub fn send(&self, request: &ControlRequest, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
+        self.channel
+            .send(0, request, fds)
+            .map_err(|e| format!("cannot send the request to vmd: {e}"))
+    }
+
+    /// Waits for the next reply.
+    pub fn receive(&self) -> Result<ControlResponse, String> {
+        match self.channel.recv::<ControlResponse>() {
+            Ok(Some(Received { message, .. })) => Ok(message),
+            Ok(None) => Err("vmd closed the connection".to_string()),
+            Err(e) => Err(format!("unexpected response received from vmd: {e}")),
+        }
+    }
+
+    /// Fetches the status of every VM.
+    pub fn status(&self) -> Result<Vec<VmStatus>, String> {
+        self.send(&ControlRequest::Status, &[])?;
+        let mut list = Vec::new();
+        loop {
+            match self.receive()? {
+                ControlResponse::Status(status) => list.push(status),
+                ControlResponse::StatusEnd => return Ok(list),
+                _ => return Err("unexpected response received from vmd".to_string()),
+            }
+        }
+    }
+}
+
+/// The C library's text for errno `code`, as err(3) prints it.
+pub fn strerror(code: ErrorCode) -> String {
+    std::io::Error::from_raw_os_error(code.0)
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,199 @@
+//! `vmctl start`.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use proto::units::{fmt_scaled, scan_scaled};
+use proto::{ControlRequest, ControlResponse, ErrorCode, StartRequest};
+
+use crate::client::{Client, strerror};
+
+/// The largest memory size a VM may have (128G, OpenBSD's limit).
+const MAX_MEMORY_BYTES: u64 = 128 << 30;
+const MIB: u64 = 1 << 20;
+
+/// Arguments of `vmctl start`.
+#[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "vmctl [-v] start [-c] [-b path] [--initrd path] [--cmdline string] [-m size] [-p cpus] id | name"
+)]
+pub struct StartArgs {
+    /// Attach to the console once the VM runs.
+    #[arg(short = 'c')]
+    console: bool,
+    /// Kernel to boot: a bzImage or ELF vmlinux.
+    #[arg(short = 'b', value_name = "path")]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk (a Linux extension).
+    #[arg(long, value_name = "path")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line (a Linux extension; default console=ttyS0).
+    #[arg(long, value_name = "string")]
+    cmdline: Option<String>,
+    /// Memory size, with an optional suffix: 512M, 1G (default 512M).
+    #[arg(short = 'm', value_name = "size")]
+    memory: Option<String>,
+    /// Number of virtual CPUs, 1 to 64 (a Linux extension; default 1).
+    #[arg(short = 'p', value_name = "cpus")]
+    cpus: Option<String>,
+    /// The VM's name (or vmd id of a configured VM).
+    id: String,
+}
+
+/// Runs `vmctl start`.
+pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
+    let memory_bytes = args.memory.as_deref().map(parse_memory).transpose()?;
+    let vcpus = args.cpus.as_deref().map(parse_cpus).transpose()?;
+    let name = match crate::parse_target(&args.id)? {
+        proto::VmTarget::Name(name) => {
+            proto::check_vm_name(&name).map_err(|e| e.to_string())?;
+            name
+        }
+        proto::VmTarget::Id(_) => {
+            return Err("starting a VM by id needs vm.conf, which is not read yet".to_string());
+        }
+    };
+    let has_options = memory_bytes.is_some()
+        || vcpus.is_some()
+        || args.initrd.is_some()
+        || args.cmdline.is_some();
+    if has_options && args.kernel.is_none() {
+        // OpenBSD's check for a new VM: it needs something to boot.
+        return Err("no kernel or disk/cdrom specified".to_string());
+    }
+    let kernel = args
+        .kernel
+        .as_deref()
+        .map(|p| open_boot_file(p, "kernel"))
+        .transpose()?;
+    let initrd = args
+        .initrd
+        .as_deref()
+        .map(|p| open_boot_file(p, "initrd"))
+        .transpose()?;
+
+    let request = StartRequest {
+        name: name.clone(),
+        memory_bytes,
+        vcpus,
+        kernel: args.kernel.as_ref().map(|p| p.display().to_string()),
+        initrd: args.initrd.as_ref().map(|p| p.display().to_string()),
+        cmdline: args.cmdline.clone(),
+    };
+    let mut fds = Vec::new();
+    fds.extend(kernel.as_ref().map(|f| f.as_fd()));
+    fds.extend(initrd.as_ref().map(|f| f.as_fd()));
+
+    let client = Client::connect(socket)?;
+    client.send(&ControlRequest::Start(request), &fds)?;
+    match client.receive()? {
+        ControlResponse::Started { id, tty, .. } => {
+            if args.console {
+                drop(client);
+                return crate::console::attach(&tty);
+            }
+            eprintln!("vmctl: started vm {id} successfully, tty {tty}");
+            Ok(())
+        }
+        ControlResponse::Error(error) => Err(start_error(&name, error)),
+        _ => Err("unexpected response received from vmd".to_string()),
+    }
+}
+
+fn start_error(name: &str, error: proto::ErrorReply) -> String {
+    match error.code {
+        ErrorCode::BIOS_MISSING => "vmm bios firmware file not found.".to_string(),
+        ErrorCode::DISK_MISSING => "could not open disk image(s)".to_string(),
+        ErrorCode::CDROM_MISSING => "could not find specified iso image".to_string(),
+        ErrorCode::CDROM_INVALID => "specified iso image is not a regular file".to_string(),
+        ErrorCode::PARENT_INVALID => "invalid template".to_string(),
+        _ if !error.detail.is_empty() => format!("start {name}: {}", error.detail),
+        code => format!("start vm command failed: {}", strerror(code)),
+    }
+}
+
+// vmctl opens the boot files itself, with the user's own permissions, and
+// hands vmd the open files.
+fn open_boot_file(path: &Path, what: &str) -> Result<File, String> {
+    let file = File::open(path)
+        .map_err(|e| format!("cannot open {what} '{}': {}", path.display(), plain(&e)))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("fstat {what}: {}", plain(&e)))?;
+    if !metadata.is_file() {
+        return Err(format!("{what} must be a regular file"));
+    }
+    Ok(file)
+}
+
+fn plain(error: &std::io::Error) -> String {
+    error
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Parses `-m`: at least 1M, at most 128G, rounded down to a MiB.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let bytes = scan_scaled(text).map_err(|e| format!("invalid memory size: {text}: {e}"))?;
+    if bytes < MIB {
+        return Err("memory size must be at least 1MB".to_string());
+    }
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(format!(
+            "memory size too large (limit is {})",
+            fmt_scaled(MAX_MEMORY_BYTES)
+        ));
+    }
+    Ok(bytes / MIB * MIB)
+}
+
+fn parse_cpus(text: &str) -> Result<u8, String> {
+    match text.parse::<u8>() {
+        Ok(count @ 1..=64) => Ok(count),
+        _ => Err(format!("invalid number of cpus: {text} (allowed: 1 to 64)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_rounded_down_to_mib() {
+        assert_eq!(parse_memory("1.5M"), Ok(MIB));
+        assert_eq!(parse_memory("512M"), Ok(512 * MIB));
+    }
+
+    #[test]
+    fn memory_limits_have_openbsd_messages() {
+        assert_eq!(
+            parse_memory("512K"),
+            Err("memory size must be at least 1MB".to_string())
+        );
+        assert_eq!(
+            parse_memory("129G"),
+            Err("memory size too large (limit is 128G)".to_string())
+        );
+        assert_eq!(
+            parse_memory("lots"),
+            Err("invalid memory size: lots: Invalid argument".to_string())
+        );
+    }
+
+    #[test]
+    fn cpus_outside_range_are_rejected() {
+        assert_eq!(parse_cpus("2"), Ok(2));
+        assert_eq!(
+            parse_cpus("65"),
+            Err("invalid number of cpus: 65 (allowed: 1 to 64)".to_string())
+        );
+        assert_eq!(
+            parse_cpus("0"),
+            Err("invalid number of cpus: 0 (allowed: 1 to 64)".to_string())
+        );
+    }
+}

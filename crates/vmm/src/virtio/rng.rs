@@ -1,0 +1,297 @@
+//! The entropy device (virtio 1.2 §5.4): fills every device-writable buffer
+//! the driver offers with random bytes from the host's getrandom(2).
+
+use std::sync::Arc;
+
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{
+    ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_RNG, VirtioDevice, Worker,
+};
+use crate::memory::GuestMemoryMmap;
+
+const QUEUE_SIZE: u16 = 256;
+/// Bytes served per request at most, so one request cannot keep the
+/// worker busy for long; the driver asks again for more.
+const MAX_BYTES_PER_REQUEST: u32 = 64 * 1024;
+
+/// The virtio-rng device.
+pub struct Rng {
+    queue_sizes: [u16; 1],
+    worker: Option<Worker>,
+}
+
+impl Rng {
+    /// Creates the device.
+    pub fn new() -> Rng {
+        Rng {
+            queue_sizes: [QUEUE_SIZE],
+            worker: None,
+        }
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Rng {
+        Rng::new()
+    }
+}
+
+impl VirtioDevice for Rng {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn device_features(&self) -> u64 {
+        0
+    }
+
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        // The entropy device has no configuration space.
+        data.fill(0);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn activate(&mut self, context: ActivateContext) -> Result<(), ActivateError> {
+        let actual = context.queues.len();
+        let Some(queue) = context.queues.into_iter().next().filter(|_| actual == 1) else {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                actual,
+            });
+        };
+        let handler = RngHandler {
+            memory: context.memory,
+            queue,
+            bad_request_logged: false,
+        };
+        self.worker = Some(Worker::spawn("viornd", handler).map_err(ActivateError::SpawnWorker)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.worker = None;
+    }
+}
+
+struct RngHandler {
+    memory: Arc<GuestMemoryMmap>,
+    queue: ActiveQueue,
+    bad_request_logged: bool,
+}
+
+impl RngHandler {
+    // Fills the writable descriptors of one chain; returns the bytes
+    // written, or an error description for a buffer outside guest memory.
+    fn fill_chain(
+        memory: &GuestMemoryMmap,
+        chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    ) -> (u32, Option<String>) {
+        let mut written = 0u32;
+        let mut buffer = [0u8; 4096];
+        for descriptor in chain.writable() {
+            let mut remaining = descriptor.len().min(MAX_BYTES_PER_REQUEST - written);
+            let mut address = descriptor.addr();
+            while remaining > 0 {
+                let count = remaining.min(buffer.len() as u32) as usize;
+                fill_random(&mut buffer[..count]);
+                if let Err(e) = memory.write_slice(&buffer[..count], address) {
+                    return (written, Some(format!("buffer at 0x{:x}: {e}", address.0)));
+                }
+                written += count as u32;
+                remaining -= count as u32;
+                address = GuestAddress(address.0.wrapping_add(count as u64));
+            }
+            if written >= MAX_BYTES_PER_REQUEST {
+                break;
+            }
+        }
+        (written, None)
+    }
+}
+
+impl QueueHandler for RngHandler {
+    fn process_queue(&mut self, _index: usize) {
+        let memory = self.memory.clone();
+        let mut used_any = false;
+        loop {
+            if self.queue.queue.disable_notification(&*memory).is_err() {
+                break;
+            }
+            let chains: Vec<_> = match self.queue.queue.iter(&*memory) {
+                Ok(iter) => iter.collect(),
+                Err(e) => {
+                    if !self.bad_request_logged {
+                        self.bad_request_logged = true;
+                        log::warn!("viornd: bad available ring: {e}");
+                    }
+                    return;
+                }
+            };
+            for chain in chains {
+                let head = chain.head_index();
+                let (written, error) = RngHandler::fill_chain(&memory, chain);
+                if let Some(error) = error
+                    && !self.bad_request_logged
+                {
+                    self.bad_request_logged = true;
+                    log::warn!("viornd: request {head}: {error}");
+                }
+                if self.queue.queue.add_used(&*memory, head, written).is_ok() {
+                    used_any = true;
+                }
+            }
+            match self.queue.queue.enable_notification(&*memory) {
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+        if used_any
+            && self
+                .queue
+                .queue
+                .needs_notification(&*memory)
+                .unwrap_or(true)
+        {
+            self.queue.interrupt.trigger();
+        }
+    }
+
+    fn notify_fds(&self) -> Vec<&EventFd> {
+        vec![&self.queue.notify]
+    }
+}
+
+fn fill_random(buffer: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let rest = &mut buffer[filled..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes
+        // that outlives the call; getrandom writes at most that many.
+        let count = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if count > 0 {
+            filled += count as usize;
+        }
+        // getrandom only fails with EINTR here (the flags are valid and the
+        // buffer is writable), so retrying is correct.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU8;
+    use std::time::{Duration, Instant};
+
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::virtio::QueueInterrupt;
+    use crate::virtio::driver::{Buffer, QueueDriver};
+
+    struct Harness {
+        memory: Arc<GuestMemoryMmap>,
+        driver: QueueDriver,
+        notify: EventFd,
+        device: Rng,
+    }
+
+    fn harness() -> Harness {
+        let memory = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let driver = QueueDriver::new(&memory, 0x1000, 16);
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut device = Rng::new();
+        device
+            .activate(ActivateContext {
+                memory: memory.clone(),
+                acked_features: 0,
+                queues: vec![ActiveQueue {
+                    queue: driver.device_queue(),
+                    notify: notify.try_clone().unwrap(),
+                    interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
+                }],
+            })
+            .unwrap();
+        Harness {
+            memory,
+            driver,
+            notify,
+            device,
+        }
+    }
+
+    fn wait_used(harness: &mut Harness) -> (u16, u32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(used) = harness.driver.pop_used(&harness.memory) {
+                return used;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the device did not complete the request"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn request_gets_requested_number_of_bytes() {
+        let mut harness = harness();
+        let buffer = Buffer {
+            address: 0x10000,
+            len: 4000,
+            device_writable: true,
+        };
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        assert_eq!(wait_used(&mut harness), (head, 4000));
+        let mut bytes = vec![0u8; 4000];
+        harness
+            .memory
+            .read_slice(&mut bytes, GuestAddress(0x10000))
+            .unwrap();
+        assert!(bytes.iter().any(|&b| b != 0));
+        harness.device.reset();
+    }
+
+    #[test]
+    fn large_request_is_capped() {
+        let mut harness = harness();
+        let buffer = Buffer {
+            address: 0x20000,
+            len: 128 * 1024,
+            device_writable: true,
+        };
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        assert_eq!(wait_used(&mut harness), (head, MAX_BYTES_PER_REQUEST));
+    }
+
+    #[test]
+    fn device_readable_buffer_gets_nothing() {
+        let mut harness = harness();
+        let buffer = Buffer {
+            address: 0x10000,
+            len: 64,
+            device_writable: false,
+        };
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        assert_eq!(wait_used(&mut harness), (head, 0));
+    }
+}

@@ -1,0 +1,345 @@
+//! vmd and vmctl end to end on this machine's KVM, with tiny guests: the
+//! daemon's request handling, lifecycle rules and error messages.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use vmd_tests::{Daemon, TempDir, tiny_guest};
+
+const HEADER: &str = "   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE NAME\n";
+
+fn tiny(name: &str) -> String {
+    tiny_guest(name).display().to_string()
+}
+
+// Waits until `vmctl status NAME` shows `state`.
+fn wait_for_state(daemon: &Daemon, name: &str, state: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = daemon.vmctl(&["status", name]).stdout;
+        if status
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line.contains(state))
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {state}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn status_without_vms_prints_header_and_fails() {
+    let daemon = Daemon::start();
+    let out = daemon.vmctl(&["status"]);
+    assert_eq!(out.stdout, HEADER);
+    assert_eq!(out.stderr, "");
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn started_guest_console_shows_output_until_power_off() {
+    let daemon = Daemon::start();
+    let kernel = tiny("uart");
+    let out = daemon.vmctl(&["start", "t1", "-b", &kernel, "-m", "32M", "-c"]);
+    assert_eq!(
+        out.stdout,
+        "ok lsr-idle\nok scratch\nok ier\nok iir-thr-empty\nok iir-cleared\nok divisor-low\nok lcr\n"
+    );
+    assert_eq!(out.code, 0);
+    let status = wait_for_state(&daemon, "t1", "stopped");
+    assert_eq!(
+        status,
+        format!("{HEADER}    1     -     1   32.0M       -       -         root  stopped t1\n")
+    );
+}
+
+#[test]
+fn start_reports_id_and_tty() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "idle1", "-b", &kernel, "-m", "32M", "-p", "2"]);
+    assert!(
+        out.stderr
+            .starts_with("vmctl: started vm 1 successfully, tty /dev/pts/"),
+        "{out:?}"
+    );
+    assert_eq!(out.code, 0);
+    let status = daemon.vmctl(&["status", "idle1"]).stdout;
+    let row: Vec<&str> = status.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "1");
+    assert_eq!(row[2], "2");
+    assert_eq!(row[3], "32.0M");
+    assert!(row[5].starts_with("pts/"), "{status}");
+    assert_eq!(&row[6..], ["root", "running", "idle1"]);
+    let out = daemon.vmctl(&["stop", "-f", "idle1"]);
+    assert_eq!(out.stderr, "stopping vm idle1: forced to terminate vm 1\n");
+}
+
+#[test]
+fn starting_running_vm_is_already_in_progress() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "dup", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
+    let out = daemon.vmctl(&["start", "dup", "-b", &kernel, "-m", "32M"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start vm command failed: Operation already in progress\n"
+    );
+    assert_eq!(out.code, 1);
+    daemon.vmctl(&["stop", "-f", "dup"]);
+}
+
+#[test]
+fn stop_asks_guest_and_waits_for_power_off() {
+    let daemon = Daemon::start();
+    let kernel = tiny("power_button");
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "pb", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
+    let mut console = daemon.spawn_vmctl(&["console", "pb"]);
+    let mut seen = String::new();
+    let mut stdout = console.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while !seen.contains("armed\n") {
+        assert_eq!(
+            stdout.read(&mut byte).unwrap(),
+            1,
+            "console ended: {seen:?}"
+        );
+        seen.push(byte[0] as char);
+    }
+    let out = daemon.vmctl(&["stop", "-w", "pb"]);
+    assert_eq!(out.stderr, "stopping vm pb: terminated vm 1\n");
+    assert_eq!(out.code, 0);
+    stdout.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "armed\nbutton\n");
+    assert!(console.wait().unwrap().success());
+}
+
+#[test]
+fn stop_of_guest_ignoring_power_button_stops_it() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "deaf", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
+    let out = daemon.vmctl(&["stop", "deaf"]);
+    assert_eq!(out.stderr, "stopping vm deaf: requested to shutdown vm 1\n");
+    wait_for_state(&daemon, "deaf", "stopped");
+    let out = daemon.vmctl(&["stop", "deaf"]);
+    assert_eq!(out.stderr, "stopping vm deaf: failed: Invalid argument\n");
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn stop_of_unknown_vm_is_not_found() {
+    let daemon = Daemon::start();
+    let out = daemon.vmctl(&["stop", "nope"]);
+    assert_eq!(out.stderr, "stopping vm nope: vm not found\n");
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn guest_reboot_restarts_until_rate_limit() {
+    let daemon = Daemon::start();
+    let kernel = tiny("reset");
+    let out = daemon.vmctl(&[
+        "start",
+        "loop",
+        "-b",
+        &kernel,
+        "-m",
+        "32M",
+        "--cmdline",
+        "kbd",
+        "-c",
+    ]);
+    // The first start and three quick restarts; the fourth restart within
+    // 6 s of the previous one is refused.
+    assert_eq!(out.stdout, "resetting\n".repeat(4));
+    assert_eq!(out.code, 0);
+    wait_for_state(&daemon, "loop", "stopped");
+}
+
+#[test]
+fn missing_kernel_is_reported_by_vmctl() {
+    let daemon = Daemon::start();
+    let out = daemon.vmctl(&["start", "k", "-b", "/nonexistent/kernel"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: cannot open kernel '/nonexistent/kernel': No such file or directory\n"
+    );
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn kernel_that_is_not_linux_is_rejected() {
+    let daemon = Daemon::start();
+    let dir = TempDir::new("not-a-kernel");
+    let path = dir.path().join("kernel");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let out = daemon.vmctl(&["start", "bad", "-b", path.to_str().unwrap()]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start bad: kernel is not a bzImage or ELF vmlinux\n"
+    );
+    assert_eq!(out.code, 1);
+    // A VM that never started is forgotten.
+    assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+#[test]
+fn memory_too_small_for_kernel_is_rejected() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "small", "-b", &kernel, "-m", "8M"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start small: memory size 8M is too small for the kernel, which needs at least 17M\n"
+    );
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn bad_memory_size_is_rejected_by_vmctl() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "m", "-b", &kernel, "-m", "512K"]);
+    assert_eq!(out.stderr, "vmctl: memory size must be at least 1MB\n");
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn invalid_vm_name_is_rejected() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "-b", &kernel, "--", "-bad"]);
+    assert_eq!(out.stderr, "vmctl: invalid VM name\n");
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn missing_dev_kvm_is_reported() {
+    // vmd runs in a mount namespace whose /dev has ptys but no kvm node.
+    let daemon = Daemon::start_with(|vmd| {
+        let mut wrapper = std::process::Command::new("unshare");
+        wrapper.args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --make-rprivate / && mount -t tmpfs tmpfs /dev && mkdir /dev/pts && \
+             mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts && \
+             ln -s pts/ptmx /dev/ptmx && exec \"$@\"",
+            "sh",
+        ]);
+        wrapper.arg(vmd.get_program()).args(vmd.get_args());
+        wrapper
+    });
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "nokvm", "-b", &kernel, "-m", "32M"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start nokvm: /dev/kvm: No such file or directory\n"
+    );
+    assert_eq!(out.code, 1);
+}
+
+fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("vm.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn configured_vms_start_when_enabled() {
+    let dir = TempDir::new("vmconf");
+    let config = write_config(
+        &dir,
+        &format!(
+            "kernels = \"{}\"\n\
+             vm \"auto\" {{\n  boot \"{}\"\n  memory 32M\n  cpus 2\n}}\n\
+             vm \"manual\" {{\n  disable\n  boot $kernels\n  memory 32M\n}}\n",
+            tiny("idle"),
+            tiny("uart")
+        ),
+    );
+    let daemon = Daemon::start_with_config(&config);
+    wait_for_state(&daemon, "auto", "stopped");
+    let status = daemon.vmctl(&["status"]).stdout;
+    assert_eq!(
+        status,
+        format!(
+            "{HEADER}    1     -     2   32.0M       -       -         root  stopped auto\n\
+             \x20   2     -     1   32.0M       -       -         root  stopped manual\n"
+        )
+    );
+    // Options other than a kernel conflict with the configuration.
+    let kernel = tiny("uart");
+    let out = daemon.vmctl(&["start", "manual", "-b", &kernel, "-m", "64M"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start vm command failed: Operation already in progress\n"
+    );
+    // As in OpenBSD's vmctl, options without something to boot are
+    // rejected before vmd is asked.
+    let out = daemon.vmctl(&["start", "manual", "-m", "64M"]);
+    assert_eq!(out.stderr, "vmctl: no kernel or disk/cdrom specified\n");
+    let out = daemon.vmctl(&["start", "manual"]);
+    assert!(
+        out.stderr.starts_with("vmctl: started vm 2 successfully"),
+        "{out:?}"
+    );
+    daemon.vmctl(&["stop", "-f", "manual"]);
+}
+
+#[test]
+fn vmd_n_checks_configuration() {
+    let dir = TempDir::new("vmconf-check");
+    let good = write_config(
+        &dir,
+        &format!("vm \"a\" {{\n  boot \"{}\"\n}}\n", tiny("idle")),
+    );
+    let output = std::process::Command::new(vmd_tests::bin("vmd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "configuration OK\n"
+    );
+    assert_eq!(output.status.code(), Some(0));
+
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "vm \"a\" {\n  memroy 1G\n}\n").unwrap();
+    let output = std::process::Command::new(vmd_tests::bin("vmd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:2: ", bad.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("memroy"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1));
+}
