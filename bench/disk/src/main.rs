@@ -3,7 +3,7 @@
 //!
 //! Run from the workspace root:
 //!
-//!     cargo run --release -p disk-bench -- [--dir DIR] [--repeat N]
+//!     cargo run --release -p disk-bench -- [--dir DIR] [--repeat N] [--filter TEXT]
 //!
 //! For each image kind (raw, qcow2 preallocated, qcow2 fresh) and pattern
 //! (4 KiB scattered reads and writes, 1 MiB sequential reads and writes)
@@ -259,9 +259,18 @@ fn measure(directory: &Path, kind: ImageKind, pattern: &Pattern, repeat: usize) 
     results.map(|mut values| median(&mut values))
 }
 
-fn parse_args() -> (PathBuf, usize) {
+/// Command line options.
+struct Options {
+    directory: PathBuf,
+    repeat: usize,
+    /// Only rows whose "image pattern" text contains this are measured.
+    filter: String,
+}
+
+fn parse_args() -> Options {
     let mut directory = std::env::temp_dir();
     let mut repeat = 3;
+    let mut filter = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -272,18 +281,23 @@ fn parse_args() -> (PathBuf, usize) {
                     .and_then(|count| count.parse().ok())
                     .expect("--repeat takes a count")
             }
-            other => panic!("unknown argument {other}; usage: disk-bench [--dir DIR] [--repeat N]"),
+            "--filter" => filter = args.next().expect("--filter takes a text"),
+            other => panic!(
+                "unknown argument {other}; usage: disk-bench [--dir DIR] [--repeat N] [--filter TEXT]"
+            ),
         }
     }
-    (
-        directory.join(format!("disk-bench-{}", std::process::id())),
+    Options {
+        directory: directory.join(format!("disk-bench-{}", std::process::id())),
         repeat,
-    )
+        filter,
+    }
 }
 
 fn main() {
-    let (directory, repeat) = parse_args();
-    std::fs::create_dir_all(&directory).expect("benchmark directory can be created");
+    let options = parse_args();
+    let directory = &options.directory;
+    std::fs::create_dir_all(directory).expect("benchmark directory can be created");
 
     println!(
         "| image | pattern | QEMU, 64 in flight | QEMU, 1 in flight | disk, 1 thread | disk, 2 threads | disk 1 thread / QEMU 64 | disk 2 threads / QEMU 64 |"
@@ -295,8 +309,11 @@ fn main() {
         ImageKind::Qcow2Fresh,
     ] {
         for pattern in &PATTERNS {
+            if !format!("{} {}", kind.name(), pattern.name).contains(&options.filter) {
+                continue;
+            }
             let [qemu_deep, qemu_single, ours, ours_two] =
-                measure(&directory, kind, pattern, repeat);
+                measure(directory, kind, pattern, options.repeat);
             println!(
                 "| {} | {} | {qemu_deep:.0} | {qemu_single:.0} | {ours:.0} | {ours_two:.0} | {:.2} | {:.2} |",
                 kind.name(),
@@ -306,5 +323,5 @@ fn main() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&directory);
+    let _ = std::fs::remove_dir_all(directory);
 }

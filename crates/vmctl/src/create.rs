@@ -143,6 +143,26 @@ fn errno_text(error: &disk::Error) -> String {
     }
 }
 
+/// Runs `vmctl create` for the command table and prints its outcome the
+/// way OpenBSD's vmctl does: the success line on stderr with the `vmctl: `
+/// prefix, a missing size as a bare message followed by the usage. Returns
+/// the error message for the caller to print, or an empty one when it was
+/// already printed.
+pub fn run_command(args: &CreateArgs) -> Result<(), String> {
+    match run(args) {
+        Ok(line) => {
+            eprintln!("vmctl: {line}");
+            Ok(())
+        }
+        Err(error) if error.prints_usage() => {
+            eprintln!("{error}");
+            eprintln!("usage:\tvmctl [-v] {USAGE}");
+            Err(String::new())
+        }
+        Err(error) => Err(message(&error)),
+    }
+}
+
 /// Runs `vmctl create`, printing warnings to stderr with the `vmctl: `
 /// prefix. Returns the success line without the prefix, for example
 /// `qcow2 imagefile created`.

@@ -5,6 +5,7 @@
 
 mod client;
 mod console;
+mod create;
 mod start;
 mod status;
 mod stop;
@@ -28,7 +29,8 @@ struct Cli {
     #[arg(short = 'v', action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// vmd's control socket (a Linux extension, to reach another daemon).
-    #[arg(short = 's', value_name = "socket", default_value = proto::DEFAULT_SOCKET_PATH, global = true)]
+    /// Given before the command, because `create -s` is the image size.
+    #[arg(short = 's', value_name = "socket", default_value = proto::DEFAULT_SOCKET_PATH)]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -42,6 +44,9 @@ enum Command {
         /// VM name or id.
         id: String,
     },
+    /// Create a disk image (runs without vmd).
+    #[command(override_usage = "vmctl [-v] create [-b base | -i disk] [-s size] disk")]
+    Create(create::CreateArgs),
     /// Start a VM.
     Start(start::StartArgs),
     /// List VMs.
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Console { id } => console::run(&cli.socket, id),
+        Command::Create(args) => create::run_command(args),
         Command::Start(args) => start::run(&cli.socket, args),
         Command::Status(args) | Command::Show(args) => status::run(&cli.socket, args),
         Command::Stop(args) => stop::run(&cli.socket, args),

@@ -245,9 +245,13 @@ fn image_with_base_takes_base_size_and_relative_name() {
     assert!(info.contains("\"virtual-size\": 20971520"), "{info}");
     let check = Command::new("qemu-img")
         .args(["check", &scratch.path("derived.qcow2")])
-        .status()
+        .output()
         .unwrap();
-    assert!(check.success());
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 #[test]
