@@ -328,7 +328,7 @@ impl BlockHandler {
         let direction_ok = |writable| request.data.iter().all(|s| s.writable == writable);
         match request.kind {
             VIRTIO_BLK_T_IN => {
-                if !direction_ok(true) || data_bytes % SECTOR_BYTES != 0 {
+                if !direction_ok(true) || !data_bytes.is_multiple_of(SECTOR_BYTES) {
                     return Err(RequestError::Malformed("bad read buffers"));
                 }
                 let offset = self.check_range(request.sector, data_bytes)?;
@@ -337,7 +337,7 @@ impl BlockHandler {
                 Ok(data_bytes as u32)
             }
             VIRTIO_BLK_T_OUT => {
-                if !direction_ok(false) || data_bytes % SECTOR_BYTES != 0 {
+                if !direction_ok(false) || !data_bytes.is_multiple_of(SECTOR_BYTES) {
                     return Err(RequestError::Malformed("bad write buffers"));
                 }
                 if self.disk.is_read_only() {
