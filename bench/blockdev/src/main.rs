@@ -98,10 +98,14 @@ fn parse_options() -> Options {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
+        let value = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{arg} needs a value")));
         match arg.as_str() {
             "--dir" => options.dir = PathBuf::from(value),
-            "--seconds" => options.seconds = value.parse().unwrap_or_else(|_| usage("bad --seconds")),
+            "--seconds" => {
+                options.seconds = value.parse().unwrap_or_else(|_| usage("bad --seconds"))
+            }
             "--repeat" => options.repeat = value.parse().unwrap_or_else(|_| usage("bad --repeat")),
             _ => usage(&format!("unknown option {arg}")),
         }
@@ -118,7 +122,10 @@ fn usage(problem: &str) -> ! {
 fn make_image(path: &Path) {
     let _ = std::fs::remove_file(path);
     disk::create_raw(path, IMAGE_BYTES).expect("create the test image");
-    let file = std::fs::OpenOptions::new().write(true).open(path).expect("open the image");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the image");
     let chunk = vec![0x5au8; MIB as usize];
     for offset in (0..IMAGE_BYTES).step_by(MIB as usize) {
         file.write_all_at(&chunk, offset).expect("fill the image");
@@ -178,13 +185,29 @@ fn run_device(path: &Path, pattern: Pattern, seconds: f64) -> f64 {
         let mut bytes = [0u8; 16];
         bytes[0..4].copy_from_slice(&kind.to_le_bytes());
         bytes[8..16].copy_from_slice(&(pattern.offset(index) / SECTOR_BYTES).to_le_bytes());
-        memory.write_slice(&bytes, GuestAddress(header)).expect("header");
+        memory
+            .write_slice(&bytes, GuestAddress(header))
+            .expect("header");
         let buffers = [
-            Buffer { address: header, len: 16, device_writable: false },
-            Buffer { address: DATA + slot * size, len: size as u32, device_writable: !pattern.is_write() },
-            Buffer { address: STATUS + slot, len: 1, device_writable: true },
+            Buffer {
+                address: header,
+                len: 16,
+                device_writable: false,
+            },
+            Buffer {
+                address: DATA + slot * size,
+                len: size as u32,
+                device_writable: !pattern.is_write(),
+            },
+            Buffer {
+                address: STATUS + slot,
+                len: 1,
+                device_writable: true,
+            },
         ];
-        driver.add_request(&memory, &buffers).expect("free descriptors")
+        driver
+            .add_request(&memory, &buffers)
+            .expect("free descriptors")
     };
 
     let mut slots = std::collections::HashMap::new();
@@ -203,7 +226,9 @@ fn run_device(path: &Path, pattern: Pattern, seconds: f64) -> f64 {
         while let Some((head, _len)) = driver.pop_used(&memory) {
             completed += 1;
             let slot = slots.remove(&head).expect("a known request");
-            let status: u8 = memory.read_obj(GuestAddress(STATUS + slot)).expect("status");
+            let status: u8 = memory
+                .read_obj(GuestAddress(STATUS + slot))
+                .expect("status");
             assert_eq!(status, 0, "request failed");
             if Instant::now() < deadline {
                 let head = submit(&mut driver, slot, issued);
@@ -230,9 +255,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let options = parse_options();
-    let path = options.dir.join(format!("blockdev-bench-{}.raw", std::process::id()));
+    let path = options
+        .dir
+        .join(format!("blockdev-bench-{}.raw", std::process::id()));
     make_image(&path);
-    println!("| pattern | plain pread/pwrite MiB/s | virtio-blk MiB/s (QD {QUEUE_DEPTH}) | ratio |");
+    println!(
+        "| pattern | plain pread/pwrite MiB/s | virtio-blk MiB/s (QD {QUEUE_DEPTH}) | ratio |"
+    );
     println!("|---|---|---|---|");
     for pattern in [
         Pattern::RandomRead4k,

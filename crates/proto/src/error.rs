@@ -44,3 +44,16 @@ impl ErrorCode {
         ErrorCode(error.raw_os_error().unwrap_or(5))
     }
 }
+
+/// Joins an error and its chain of sources with ": ", as err(3) prints
+/// them: `disk /var/vm/a.qcow2: cannot read metadata: Input/output error`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

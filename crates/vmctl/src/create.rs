@@ -113,14 +113,7 @@ pub enum CreateError {
 /// Joins an error and its chain of sources with ": ", as err(3) prints
 /// them.
 pub fn message(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    proto::error_chain(error)
 }
 
 impl CreateError {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollTimeout;
 use proto::{
     Channel, ControlRequest, ControlResponse, ControlToParent, Credentials, ErrorCode, ErrorReply,
     ParentToControl, Received,
@@ -124,25 +124,14 @@ impl Control {
     }
 
     fn wait(&self) -> nix::Result<Vec<Ready>> {
-        let mut sources = vec![Ready::Parent, Ready::Listener];
-        let mut fds = vec![
-            PollFd::new(self.parent.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+        let mut sources = vec![
+            (Ready::Parent, self.parent.as_fd()),
+            (Ready::Listener, self.listener.as_fd()),
         ];
         for (&id, client) in &self.clients {
-            sources.push(Ready::Client(id));
-            fds.push(PollFd::new(client.channel.as_fd(), PollFlags::POLLIN));
+            sources.push((Ready::Client(id), client.channel.as_fd()));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-        Ok(sources
-            .into_iter()
-            .zip(fds.iter())
-            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(source, _)| source)
-            .collect())
+        crate::event::wait_ready(sources, PollTimeout::NONE)
     }
 
     fn accept(&mut self) {

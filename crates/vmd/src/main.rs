@@ -2,6 +2,7 @@
 //! role this process was started for; each role lives in its own module.
 
 mod control;
+mod event;
 mod logger;
 mod parent;
 mod privsep;

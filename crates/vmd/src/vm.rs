@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use disk::{Access, Chain, ChainFile, Disk};
 use proto::{
     Channel, DiskFormat, ErrorCode, ErrorReply, Received, VmExitReason, VmSpec, VmToVmm, VmmToVm,
-    start_fds,
+    error_chain, start_fds,
 };
 use vmm::{
     ConsoleConfig, ConsoleOutput, DiskConfig, ResetCause, Vm, VmConfig, VmController, VmExit,
@@ -191,16 +191,4 @@ fn listen_for_requests(channel: Arc<Channel>, controller: VmController) {
     if let Err(e) = spawned {
         log::error!("cannot start the request thread: {e}");
     }
-}
-
-/// Joins an error and its sources with ": ".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

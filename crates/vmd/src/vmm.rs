@@ -113,15 +113,13 @@ impl Vmm {
     }
 
     fn wait(&self, signals: &SignalFd) -> nix::Result<Vec<Ready>> {
-        let mut sources = vec![Ready::Parent, Ready::Signals];
-        let mut fds = vec![
-            PollFd::new(self.parent.as_fd(), PollFlags::POLLIN),
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        let mut sources = vec![
+            (Ready::Parent, self.parent.as_fd()),
+            (Ready::Signals, signals.as_fd()),
         ];
         for child in self.children.values() {
             if let Some(channel) = &child.channel {
-                sources.push(Ready::Child(child.id));
-                fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
+                sources.push((Ready::Child(child.id), channel.as_fd()));
             }
         }
         let timeout = self
@@ -133,16 +131,7 @@ impl Vmm {
                 let left = deadline.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
             });
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-        Ok(sources
-            .into_iter()
-            .zip(fds.iter())
-            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(source, _)| source)
-            .collect())
+        crate::event::wait_ready(sources, timeout)
     }
 
     // Returns false when the parent is gone.

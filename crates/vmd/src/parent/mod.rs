@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollTimeout;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use proto::{
@@ -175,10 +175,10 @@ impl Parent {
     }
 
     fn wait(&self, signals: &SignalFd) -> nix::Result<Vec<Ready>> {
-        let mut fds = [
-            PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.vmm.as_fd(), PollFlags::POLLIN),
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        let sources = vec![
+            (Ready::Control, self.control.as_fd()),
+            (Ready::Vmm, self.vmm.as_fd()),
+            (Ready::Signals, signals.as_fd()),
         ];
         let timeout = match (self.shutdown_deadline, self.staggered.next_batch()) {
             (Some(_), _) => PollTimeout::from(100u8),
@@ -188,17 +188,7 @@ impl Parent {
             }
             (None, None) => PollTimeout::NONE,
         };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        Ok([Ready::Control, Ready::Vmm, Ready::Signals]
-            .into_iter()
-            .zip(fds.iter())
-            .filter(|(_, fd)| ready(fd))
-            .map(|(source, _)| source)
-            .collect())
+        crate::event::wait_ready(sources, timeout)
     }
 
     fn register_config(&mut self, config: &vmconf::Config) {

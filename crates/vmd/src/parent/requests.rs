@@ -422,7 +422,7 @@ fn open_disk(definition: &DiskDefinition) -> Result<disk::Chain, ErrorReply> {
         DiskFormat::Qcow2 => disk::Format::Qcow2,
     });
     disk::open_chain(&definition.path, format, disk::Access::ReadWrite)
-        .map_err(|e| ErrorReply::new(ErrorCode::DISK_MISSING, crate::vm::error_chain(&e)))
+        .map_err(|e| ErrorReply::new(ErrorCode::DISK_MISSING, proto::error_chain(&e)))
 }
 
 /// Returns true when a client may start, stop or attach to a VM owned by

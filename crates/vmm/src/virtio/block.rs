@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use disk::Disk;
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -144,12 +144,14 @@ impl VirtioDevice for Block {
             });
         };
         let handler = BlockHandler {
-            name: self.name.clone(),
-            memory: context.memory,
-            disk: self.disk.clone(),
-            id: self.id,
             queue,
-            warnings_left: MAX_WARNINGS,
+            requests: RequestServer {
+                name: self.name.clone(),
+                memory: context.memory,
+                disk: self.disk.clone(),
+                id: self.id,
+                warnings_left: MAX_WARNINGS,
+            },
         };
         self.worker = Some(Worker::spawn(&self.name, handler).map_err(ActivateError::SpawnWorker)?);
         Ok(())
@@ -165,11 +167,17 @@ impl VirtioDevice for Block {
 const MAX_WARNINGS: u32 = 16;
 
 struct BlockHandler {
+    queue: ActiveQueue,
+    requests: RequestServer,
+}
+
+/// Executes requests; kept apart from the queue so that both can be
+/// borrowed at once while the queue hands out chains.
+struct RequestServer {
     name: String,
     memory: Arc<GuestMemoryMmap>,
     disk: Arc<Disk>,
     id: [u8; ID_BYTES],
-    queue: ActiveQueue,
     warnings_left: u32,
 }
 
@@ -223,7 +231,7 @@ struct Request {
     status: u64,
 }
 
-impl BlockHandler {
+impl RequestServer {
     fn collect_segments(
         &self,
         chain: DescriptorChain<&GuestMemoryMmap>,
@@ -434,15 +442,17 @@ impl BlockHandler {
             .collect()
     }
 
-    fn complete(&mut self, head: u16, segments: Result<Vec<Segment>, RequestError>) -> bool {
-        let memory = self.memory.clone();
-        let result = segments.and_then(|segments| {
+    // Serves one chain; returns the bytes written into its buffers,
+    // status byte included.
+    fn serve_chain(&mut self, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+        let head = chain.head_index();
+        let result = self.collect_segments(chain).and_then(|segments| {
             let request = self.parse(&segments)?;
             let outcome = self.execute(&request);
             Ok((request.status, outcome))
         });
         let (status_address, outcome) = match result {
-            Ok(parsed) => (Some(parsed.0), parsed.1),
+            Ok((status_address, outcome)) => (Some(status_address), outcome),
             // Without a status byte the request cannot be answered beyond
             // returning its buffers.
             Err(e) => (None, Err(e)),
@@ -454,11 +464,12 @@ impl BlockHandler {
                 (e.status(), 0)
             }
         };
-        let used_len = match status_address {
-            Some(address) if memory.write_obj(status, GuestAddress(address)).is_ok() => written + 1,
+        match status_address {
+            Some(address) if self.memory.write_obj(status, GuestAddress(address)).is_ok() => {
+                written + 1
+            }
             _ => 0,
-        };
-        self.queue.queue.add_used(&*memory, head, used_len).is_ok()
+        }
     }
 
     fn warn(&mut self, head: u16, error: &RequestError) {
@@ -475,40 +486,16 @@ impl BlockHandler {
 
 impl QueueHandler for BlockHandler {
     fn process_queue(&mut self, _index: usize) {
-        let memory = self.memory.clone();
-        let mut used_any = false;
-        loop {
-            if self.queue.queue.disable_notification(&*memory).is_err() {
-                break;
-            }
-            let chains: Vec<_> = match self.queue.queue.iter(&*memory) {
-                Ok(iter) => iter.collect(),
-                Err(e) => {
-                    if self.warnings_left > 0 {
-                        self.warnings_left -= 1;
-                        log::warn!("{}: bad available ring: {e}", self.name);
-                    }
-                    return;
-                }
-            };
-            for chain in chains {
-                let head = chain.head_index();
-                let segments = self.collect_segments(chain);
-                used_any |= self.complete(head, segments);
-            }
-            match self.queue.queue.enable_notification(&*memory) {
-                Ok(true) => continue,
-                _ => break,
-            }
-        }
-        if used_any
-            && self
-                .queue
-                .queue
-                .needs_notification(&*memory)
-                .unwrap_or(true)
+        let memory = self.requests.memory.clone();
+        let requests = &mut self.requests;
+        let result = self
+            .queue
+            .serve(&memory, |chain| requests.serve_chain(chain));
+        if let Err(e) = result
+            && self.requests.warnings_left > 0
         {
-            self.queue.interrupt.trigger();
+            self.requests.warnings_left -= 1;
+            log::warn!("{}: bad available ring: {e}", self.requests.name);
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::irq::MsiVector;
@@ -64,6 +64,48 @@ pub struct ActiveQueue {
     pub notify: EventFd,
     /// Raises the queue's interrupt.
     pub interrupt: QueueInterrupt,
+}
+
+impl ActiveQueue {
+    /// Serves every request the driver has made available: `handle` gets
+    /// each descriptor chain and returns how many bytes it wrote into the
+    /// chain's buffers, and the chain goes back to the driver. The driver
+    /// is interrupted once at the end, if it asked to be.
+    ///
+    /// An error means the available ring itself is broken (an index the
+    /// queue size cannot explain); the caller decides what to log.
+    pub fn serve(
+        &mut self,
+        memory: &GuestMemoryMmap,
+        mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+    ) -> Result<(), virtio_queue::Error> {
+        let mut used_any = false;
+        let result = loop {
+            if let Err(e) = self.queue.disable_notification(memory) {
+                break Err(e);
+            }
+            let chains: Vec<_> = match self.queue.iter(memory) {
+                Ok(iter) => iter.collect(),
+                Err(e) => break Err(e),
+            };
+            for chain in chains {
+                let head = chain.head_index();
+                let written = handle(chain);
+                used_any |= self.queue.add_used(memory, head, written).is_ok();
+            }
+            // Requests that arrived while notifications were off are
+            // served before sleeping (virtio 1.2 §2.7.10).
+            match self.queue.enable_notification(memory) {
+                Ok(true) => continue,
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if used_any && self.queue.needs_notification(memory).unwrap_or(true) {
+            self.interrupt.trigger();
+        }
+        result
+    }
 }
 
 /// What a device needs to start serving its queues.

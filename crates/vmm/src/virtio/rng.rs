@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -120,47 +119,23 @@ impl RngHandler {
 impl QueueHandler for RngHandler {
     fn process_queue(&mut self, _index: usize) {
         let memory = self.memory.clone();
-        let mut used_any = false;
-        loop {
-            if self.queue.queue.disable_notification(&*memory).is_err() {
-                break;
+        let bad_request_logged = &mut self.bad_request_logged;
+        let result = self.queue.serve(&memory, |chain| {
+            let head = chain.head_index();
+            let (written, error) = RngHandler::fill_chain(&memory, chain);
+            if let Some(error) = error
+                && !*bad_request_logged
+            {
+                *bad_request_logged = true;
+                log::warn!("viornd: request {head}: {error}");
             }
-            let chains: Vec<_> = match self.queue.queue.iter(&*memory) {
-                Ok(iter) => iter.collect(),
-                Err(e) => {
-                    if !self.bad_request_logged {
-                        self.bad_request_logged = true;
-                        log::warn!("viornd: bad available ring: {e}");
-                    }
-                    return;
-                }
-            };
-            for chain in chains {
-                let head = chain.head_index();
-                let (written, error) = RngHandler::fill_chain(&memory, chain);
-                if let Some(error) = error
-                    && !self.bad_request_logged
-                {
-                    self.bad_request_logged = true;
-                    log::warn!("viornd: request {head}: {error}");
-                }
-                if self.queue.queue.add_used(&*memory, head, written).is_ok() {
-                    used_any = true;
-                }
-            }
-            match self.queue.queue.enable_notification(&*memory) {
-                Ok(true) => continue,
-                _ => break,
-            }
-        }
-        if used_any
-            && self
-                .queue
-                .queue
-                .needs_notification(&*memory)
-                .unwrap_or(true)
+            written
+        });
+        if let Err(e) = result
+            && !self.bad_request_logged
         {
-            self.queue.interrupt.trigger();
+            self.bad_request_logged = true;
+            log::warn!("viornd: bad available ring: {e}");
         }
     }
 
