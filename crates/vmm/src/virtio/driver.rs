@@ -165,6 +165,19 @@ impl QueueDriver {
             .expect("the available ring is in guest memory");
     }
 
+    /// Returns whether the device wants to be notified of new requests: it
+    /// sets VIRTQ_USED_F_NO_NOTIFY while it is already processing the
+    /// ring (virtio 1.2 §2.7.7).
+    pub fn needs_kick(&self, memory: &GuestMemoryMmap) -> bool {
+        const VIRTQ_USED_F_NO_NOTIFY: u16 = 1;
+        // The requests must be visible before the flag is read.
+        fence(Ordering::SeqCst);
+        let flags: u16 = memory
+            .read_obj(GuestAddress(self.used_ring))
+            .expect("the used ring is in guest memory");
+        flags & VIRTQ_USED_F_NO_NOTIFY == 0
+    }
+
     /// Takes the next used entry, if the device has returned one: the head
     /// index and the number of bytes the device wrote.
     pub fn pop_used(&mut self, memory: &GuestMemoryMmap) -> Option<(u16, u32)> {
