@@ -409,3 +409,66 @@ fn too_many_disks_are_rejected() {
     assert_eq!(out.stderr, "vmctl: too many disks\n");
     assert_eq!(out.code, 1);
 }
+
+// Runs `vmctl console NAME` on a new pty, as a user at a terminal would;
+// returns the child and the master side to type on and read from.
+fn console_on_pty(daemon_socket_args: &[&str], name: &str) -> (std::process::Child, std::fs::File) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let child = std::process::Command::new(vmd_tests::bin("vmctl"))
+        .args(daemon_socket_args)
+        .args(["console", name])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    (child, std::fs::File::from(pty.master))
+}
+
+// Reads from `master` until `expected` has appeared; returns what was read.
+fn read_until(master: &mut std::fs::File, expected: &str) -> String {
+    let mut seen = String::new();
+    let mut buffer = [0u8; 256];
+    while !seen.contains(expected) {
+        let count = master.read(&mut buffer).expect("the console is open");
+        assert!(count > 0, "console closed before {expected:?}: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..count]));
+    }
+    seen
+}
+
+#[test]
+fn console_input_reaches_guest_and_tilde_dot_leaves() {
+    use std::io::Write;
+    let daemon = Daemon::start();
+    let kernel = tiny("echo");
+    assert_eq!(
+        daemon
+            .vmctl(&["start", "echo", "-b", &kernel, "-m", "32M"])
+            .code,
+        0
+    );
+    let socket = daemon.socket_args();
+    let args: Vec<&str> = socket.iter().map(String::as_str).collect();
+
+    let (mut console, mut master) = console_on_pty(&args, "echo");
+    read_until(&mut master, "ready\n");
+    master.write_all(b"hello").unwrap();
+    read_until(&mut master, "HELLO");
+    // "~." at the start of a line leaves the console; the VM runs on.
+    master.write_all(b"\r~.").unwrap();
+    assert!(console.wait().unwrap().success());
+    let status = daemon.vmctl(&["status", "echo"]).stdout;
+    assert!(status.contains(" running echo"), "{status}");
+
+    // A second session ends when the guest powers off. vmctl announces
+    // the session once the terminal is in raw mode, so "q" is not held
+    // back by line editing.
+    let (mut console, mut master) = console_on_pty(&args, "echo");
+    read_until(&mut master, "Connected to");
+    master.write_all(b"q").unwrap();
+    read_until(&mut master, "bye\n");
+    assert!(console.wait().unwrap().success());
+    wait_for_state(&daemon, "echo", "stopped");
+}

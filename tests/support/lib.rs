@@ -130,6 +130,11 @@ impl Daemon {
         panic!("vmd did not answer on {}", daemon.socket.display());
     }
 
+    /// The vmctl arguments that select this daemon's socket.
+    pub fn socket_args(&self) -> Vec<String> {
+        vec!["-s".to_string(), self.socket.display().to_string()]
+    }
+
     /// Runs vmctl against this daemon.
     pub fn vmctl(&self, args: &[&str]) -> CommandOutput {
         let output = std::process::Command::new(bin("vmctl"))

@@ -39,7 +39,8 @@ impl RawMode {
         let saved = tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
         cfmakeraw(&mut raw);
-        tcsetattr(stdin.as_fd(), SetArg::TCSAFLUSH, &raw).ok()?;
+        // TCSANOW keeps what was typed ahead; it goes to the guest.
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
         Some(RawMode { saved })
     }
 }
@@ -101,8 +102,9 @@ pub fn attach(tty: &str) -> Result<(), String> {
         .map_err(|e| format!("{tty}: {e}"))?;
     let interactive = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
     let raw_mode = if interactive {
+        let raw_mode = RawMode::enter();
         eprint!("Connected to {tty} (type ~. to leave)\r\n");
-        RawMode::enter()
+        raw_mode
     } else {
         None
     };
