@@ -20,8 +20,9 @@ impl ErrorCode {
     pub const CDROM_INVALID: ErrorCode = ErrorCode(1006);
     /// The parent of an instance does not exist (VMD_PARENT_INVALID).
     pub const PARENT_INVALID: ErrorCode = ErrorCode(1007);
-    /// The VM could not be built or booted; the detail text says why.
-    /// Not an OpenBSD code: OpenBSD's vm process only logs such failures.
+    /// The VM could not be built or booted, for the reason in the detail
+    /// text. Not an OpenBSD code: OpenBSD's vm process only logs such
+    /// failures.
     pub const START_FAILED: ErrorCode = ErrorCode(1100);
 
     /// No such VM (ENOENT).

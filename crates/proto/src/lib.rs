@@ -41,7 +41,7 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/vmd.sock";
 /// Longest VM name, in bytes (OpenBSD's VMM_MAX_NAME_LEN minus the NUL).
 pub const VM_NAME_MAX: usize = 63;
 
-/// Why a VM name is rejected.
+/// The reason a VM name is rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VmNameError {
     /// Longer than [`VM_NAME_MAX`].

@@ -45,8 +45,8 @@ pub struct DiskRequest {
     pub format: Option<DiskFormat>,
 }
 
-/// What `vmctl start` asks for. Unset fields take the VM's configured
-/// values or the defaults (512M, 1 vCPU).
+/// A `vmctl start` request. Unset fields take the VM's configured values
+/// or the defaults (512M, 1 vCPU).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartRequest {
     /// The VM's name.
@@ -65,14 +65,14 @@ pub struct StartRequest {
     pub disks: Vec<DiskRequest>,
 }
 
-/// What `vmctl stop` asks for.
+/// A `vmctl stop` request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopRequest {
     /// The VM to stop.
     pub target: VmTarget,
     /// Kill the VM at once instead of asking the guest to shut down.
     pub force: bool,
-    /// Answer only when the VM has stopped.
+    /// Reply only when the VM has stopped.
     pub wait: bool,
 }
 
@@ -84,8 +84,8 @@ pub enum ControlRequest {
     Start(StartRequest),
     /// Stop a VM.
     Stop(StopRequest),
-    /// List every VM, answered by [`ControlResponse::Status`] entries and
-    /// a final [`ControlResponse::StatusEnd`].
+    /// List every VM. The reply is one [`ControlResponse::Status`] per VM
+    /// and a final [`ControlResponse::StatusEnd`].
     Status,
 }
 
@@ -105,7 +105,7 @@ impl Message for ControlRequest {
 pub struct ErrorReply {
     /// The reason as a code.
     pub code: ErrorCode,
-    /// What failed, in vmd's words; may be empty.
+    /// Description of the failure in vmd's words, possibly empty.
     pub detail: String,
 }
 
@@ -179,7 +179,7 @@ pub enum ControlResponse {
         /// vmd id.
         id: u32,
     },
-    /// The VM has stopped (answer to a waiting stop).
+    /// The VM has stopped (the reply to a waiting stop).
     Terminated {
         /// vmd id.
         id: u32,
@@ -227,7 +227,7 @@ pub struct Credentials {
 pub enum ControlToParent {
     /// A client's request, with the client's descriptors.
     Request {
-        /// Who sent it.
+        /// The sender's credentials.
         credentials: Credentials,
         /// The request.
         request: ControlRequest,
@@ -335,7 +335,7 @@ impl Message for ParentToVmm {
     }
 }
 
-/// How a vm process ended.
+/// The way a vm process ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmExitReason {
     /// The guest powered off.

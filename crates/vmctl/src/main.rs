@@ -1,5 +1,5 @@
-//! vmctl: the command-line client of vmd. This file holds the command
-//! table; each command family has its own module.
+//! vmctl: the command-line client of vmd. This file contains the command
+//! table, and each command family has its own module.
 
 #![forbid(unsafe_code)]
 

@@ -118,7 +118,7 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
 }
 
 fn start_error(name: &str, error: proto::ErrorReply) -> String {
-    // vmd's detail says what failed ("disk /var/vm/a.qcow2: ..."), which
+    // vmd's detail names what failed ("disk /var/vm/a.qcow2: ..."), which
     // is more use than OpenBSD's fixed sentence for the code.
     if !error.detail.is_empty() {
         return format!("start {name}: {}", error.detail);

@@ -4,7 +4,7 @@
 //! The platform uses ACPI fixed hardware: PM1a event and control blocks
 //! and the PM timer (see [`crate::devices::acpi_pm`]), a fixed-feature
 //! power button, the SCI on ISA IRQ 9, and the reset register at port 0xcf9.
-//! The DSDT holds `\_S5` (soft off) and the PCI root bridge with the
+//! The DSDT contains `\_S5` (soft off) and the PCI root bridge with the
 //! resources the guest may assign to devices.
 
 use acpi_tables::Aml;

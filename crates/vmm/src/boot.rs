@@ -61,7 +61,7 @@ pub enum BootError {
     MemoryTooSmallForKernel {
         /// Memory below the PCI hole, in MiB.
         memory_mib: u64,
-        /// What the kernel needs, in MiB.
+        /// Memory the kernel needs, in MiB.
         needed_mib: u64,
     },
     /// The initrd does not fit between the kernel and the end of low memory.
@@ -90,7 +90,7 @@ pub enum BootError {
     WriteGuestMemory(#[source] vm_memory::GuestMemoryError),
 }
 
-/// What the boot vCPU needs to start the kernel.
+/// The entry point the boot vCPU starts the kernel at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootEntry {
     /// Guest physical address of the 64-bit entry point.

@@ -1,9 +1,9 @@
 //! Port I/O and MMIO dispatch from vCPU exits to device models.
 //!
 //! The bus is built once before the vCPUs start and never changes, so
-//! dispatch needs no lock on the bus itself; each device has its own mutex.
-//! An access that no device claims reads as all ones and is dropped on
-//! write, as on a real machine with nothing decoding the address.
+//! dispatch needs no lock on the bus itself. Each device has its own mutex.
+//! An access that no device claims reads as all ones and a write to it is
+//! dropped, as on a real machine with nothing decoding the address.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

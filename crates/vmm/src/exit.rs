@@ -1,12 +1,12 @@
-//! How a running VM ends: the first power-off, reset or fatal error that any
-//! vCPU or device reports wins, and the thread waiting in [`ExitSignal::wait`]
-//! wakes up.
+//! The end of a running VM: the first power-off, reset or fatal error that
+//! a vCPU or device reports wins, and the thread waiting in
+//! [`ExitSignal::wait`] wakes up.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-/// Why a guest asked to be reset.
+/// The cause of a guest reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetCause {
     /// Command 0xfe written to the i8042 command port.
@@ -17,7 +17,7 @@ pub enum ResetCause {
     TripleFault,
 }
 
-/// How a VM stopped running.
+/// The way a VM stopped running.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmExit {
     /// The guest powered off through ACPI S5.

@@ -181,7 +181,7 @@ impl MsiVector {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// The vector's GSI.
+    /// Returns the vector's GSI.
     pub fn gsi(&self) -> u32 {
         self.gsi
     }

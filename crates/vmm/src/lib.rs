@@ -1,8 +1,8 @@
 //! The VM engine: one KVM virtual machine with its vCPUs, guest memory,
 //! Linux boot, ACPI tables, legacy devices, PCI bus and virtio devices.
 //!
-//! The engine knows nothing about vm.conf, users or other VMs: it gets
-//! open files and sizes, runs one guest, and says how the guest ended.
+//! The engine has no notion of vm.conf, users or other VMs: it takes open
+//! files and sizes, runs one guest, and returns how the guest ended.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

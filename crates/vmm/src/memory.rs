@@ -104,25 +104,25 @@ impl GuestRam {
                 userspace_addr: region.as_ptr() as u64,
             };
             // SAFETY: the mapping behind `userspace_addr` belongs to
-            // `self.memory`, which lives as long as the VM: the VM holds an
-            // Arc to it and the KVM VM fd is closed before the mapping is.
+            // `self.memory`, which lives as long as the VM, because the VM
+            // keeps an Arc to it and closes the KVM VM fd before the mapping.
             unsafe { vm.set_user_memory_region(region_desc) }
                 .map_err(|source| MemoryError::Register { slot, source })?;
         }
         Ok(())
     }
 
-    /// The mapped guest memory, shared with device threads.
+    /// Returns the mapped guest memory, shared with device threads.
     pub fn memory(&self) -> &Arc<GuestMemoryMmap> {
         &self.memory
     }
 
-    /// The memfd behind guest memory.
+    /// Returns the memfd behind guest memory.
     pub fn memfd(&self) -> &Arc<File> {
         &self.memfd
     }
 
-    /// The RAM ranges, in guest physical address order.
+    /// Returns the RAM ranges, in guest physical address order.
     pub fn ranges(&self) -> &[RamRange] {
         &self.ranges
     }

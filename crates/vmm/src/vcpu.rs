@@ -16,20 +16,20 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 use crate::bus::Bus;
 use crate::exit::{ExitSignal, ResetCause, VmExit};
 
-/// What every vCPU thread shares.
+/// State shared by every vCPU thread.
 #[derive(Clone)]
 pub struct VcpuContext {
     /// Port I/O devices.
     pub pio: Arc<Bus>,
     /// MMIO devices.
     pub mmio: Arc<Bus>,
-    /// Where the VM's end is reported.
+    /// The latch that records the VM's end.
     pub exit: Arc<ExitSignal>,
     /// Set when the threads must return.
     pub stop: Arc<AtomicBool>,
 }
 
-/// The signal used to interrupt KVM_RUN.
+/// Returns the signal used to interrupt KVM_RUN.
 pub fn kick_signal() -> i32 {
     SIGRTMIN()
 }

@@ -123,7 +123,7 @@ pub enum VmError {
     /// Creating an eventfd or thread failed.
     #[error("cannot create {what}")]
     Resource {
-        /// What was being created.
+        /// The resource being created.
         what: &'static str,
         /// The system error.
         #[source]
@@ -176,7 +176,7 @@ impl VmController {
         self.exit.trigger(VmExit::Stopped);
     }
 
-    /// The exit signal, to wait for the VM's end from another thread.
+    /// Returns the exit signal, to wait for the VM's end from another thread.
     pub fn exit_signal(&self) -> &Arc<ExitSignal> {
         &self.exit
     }
@@ -265,7 +265,7 @@ impl Vm {
         })
     }
 
-    /// A handle for other threads to shut down or stop this VM.
+    /// Returns a handle for other threads to shut down or stop this VM.
     pub fn controller(&self) -> VmController {
         self.controller.clone()
     }

@@ -1,4 +1,4 @@
-//! What the parent does with each client request.
+//! The parent's handling of each client request.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -161,7 +161,7 @@ impl Parent {
         Ok(())
     }
 
-    /// Opens what VM `id` needs and asks vmm to start it.
+    /// Opens the files VM `id` needs and sends vmm the request to start it.
     pub(super) fn start_vm(&mut self, id: u32) -> Result<(), ErrorReply> {
         let vm = self
             .registry
@@ -372,7 +372,7 @@ impl Parent {
     }
 }
 
-/// The text of an I/O error without Rust's " (os error N)" suffix.
+/// Returns the text of an I/O error without Rust's " (os error N)" suffix.
 fn io_error_text(error: &std::io::Error) -> String {
     match error.raw_os_error() {
         Some(errno) => nix::Error::from_raw(errno).desc().to_string(),

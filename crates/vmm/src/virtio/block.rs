@@ -2,10 +2,10 @@
 //! discard and write zeroes on a [`disk::Disk`], from one worker thread
 //! per device woken by the queue's ioeventfd.
 //!
-//! Requests come from the guest and are hostile: every descriptor address
-//! and length is checked against guest memory, every sector range against
-//! the disk, and a malformed request gets an error status while the device
-//! keeps serving the rest of the queue.
+//! Requests come from the guest and are hostile. Every descriptor address
+//! and length is checked against guest memory and every sector range
+//! against the disk. A malformed request gets an error status, and the
+//! device keeps serving the rest of the queue.
 
 use std::sync::Arc;
 
@@ -189,7 +189,8 @@ struct Segment {
     writable: bool,
 }
 
-/// Why a request failed, and the status the guest sees.
+/// The reason a request failed, which decides the status returned to the
+/// guest.
 #[derive(Debug, thiserror::Error)]
 enum RequestError {
     #[error("malformed request: {0}")]
@@ -329,7 +330,7 @@ impl RequestServer {
     // not counting the status byte.
     fn execute(&self, request: &Request) -> Result<u32, RequestError> {
         let data_bytes: u64 = request.data.iter().map(|s| u64::from(s.len)).sum();
-        // The used length is 32 bits; longer requests cannot be answered.
+        // The used length is 32 bits, so it cannot count longer requests.
         if data_bytes >= u64::from(u32::MAX) {
             return Err(RequestError::Malformed("request larger than 4 GiB"));
         }
@@ -453,8 +454,8 @@ impl RequestServer {
         });
         let (status_address, outcome) = match result {
             Ok((status_address, outcome)) => (Some(status_address), outcome),
-            // Without a status byte the request cannot be answered beyond
-            // returning its buffers.
+            // Without a status byte the only reply is returning the
+            // buffers.
             Err(e) => (None, Err(e)),
         };
         let (status, written) = match outcome {

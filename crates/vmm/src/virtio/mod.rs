@@ -108,7 +108,7 @@ impl ActiveQueue {
     }
 }
 
-/// What a device needs to start serving its queues.
+/// The guest memory, features and queues a device starts serving with.
 pub struct ActivateContext {
     /// Guest memory.
     pub memory: Arc<GuestMemoryMmap>,
@@ -136,7 +136,7 @@ pub enum ActivateError {
 
 /// A virtio device model driven by a transport.
 pub trait VirtioDevice: Send {
-    /// The virtio device type (virtio 1.2 §5).
+    /// Returns the virtio device type (virtio 1.2 §5).
     fn device_type(&self) -> u32;
     /// Maximum size of each queue; the length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
@@ -162,7 +162,7 @@ pub struct Worker {
 pub trait QueueHandler: Send + 'static {
     /// Processes queue `index` after the driver notified it.
     fn process_queue(&mut self, index: usize);
-    /// The notification eventfd of each queue, in index order.
+    /// Returns the notification eventfd of each queue, in index order.
     fn notify_fds(&self) -> Vec<&EventFd>;
 }
 

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The driver-visible registers are handled on the vCPU thread that traps
-//! the access; the queues themselves are served by the device's worker
+//! the access. The queues themselves are served by the device's worker
 //! thread once the driver sets DRIVER_OK.
 
 use std::sync::Arc;
@@ -87,7 +87,7 @@ impl QueueRegisters {
     }
 }
 
-/// Where BAR 0 is and what the device is called, for set-up and logs.
+/// Placement of a device: the address of BAR 0 and the name used in logs.
 pub struct TransportPlacement {
     /// Address of BAR 0 in the PCI MMIO window.
     pub bar_address: u32,
@@ -320,8 +320,8 @@ impl VirtioPciDevice {
         if newly_set & STATUS_FEATURES_OK != 0 {
             let unknown = self.driver_features & !self.offered_features();
             if unknown != 0 || self.driver_features & VIRTIO_F_VERSION_1 == 0 {
-                // Leaving FEATURES_OK clear tells the driver the feature
-                // set is unusable (virtio 1.2 §3.1.1).
+                // A FEATURES_OK bit left clear means the feature set is
+                // unusable (virtio 1.2 §3.1.1).
                 log::warn!(
                     "{}: driver features 0x{:x} rejected",
                     self.name,
@@ -624,7 +624,8 @@ impl PciDevice for VirtioPciDevice {
     }
 }
 
-/// The offset of an MSI-X entry, for tests that program vectors.
+/// Returns the BAR offset of MSI-X entry `vector`, for tests that program
+/// vectors.
 pub const fn msix_entry_offset(vector: u16) -> u64 {
     MSIX_TABLE_OFFSET + vector as u64 * MSIX_ENTRY_BYTES
 }

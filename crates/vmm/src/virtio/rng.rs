@@ -13,7 +13,7 @@ use crate::memory::GuestMemoryMmap;
 
 const QUEUE_SIZE: u16 = 256;
 /// Bytes served per request at most, so one request cannot keep the
-/// worker busy for long; the driver asks again for more.
+/// worker busy for long. A driver that wants more sends another request.
 const MAX_BYTES_PER_REQUEST: u32 = 64 * 1024;
 
 /// The virtio-rng device.
