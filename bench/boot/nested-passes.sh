@@ -19,5 +19,5 @@ if [ "${2:-}" = --shmem-advise ]; then
     echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled
     echo
     echo '## shmem_enabled=advise'
-    ./boot-bench --runs "$runs" --vmm vmd,qemu-pc --guest first-byte,linux
+    ./boot-bench --runs "$runs" --vmm vmd,qemu-pc --guest first-byte,linux --show-mappings
 fi

@@ -1,12 +1,12 @@
 //! boot-bench: boot time and memory overhead of vmd side by side with QEMU.
 //!
-//! For each VMM (vmd driven by `vmctl start -c`, QEMU `-M microvm`, QEMU
-//! `-M pc`) and each guest (a tiny ELF that writes one byte to COM1 as its
-//! first instructions, and a Linux kernel with the test initramfs), it
-//! times with a monotonic clock the span from launching the start command
-//! to a marker on the console, and at the marker reads the VM process's
-//! /proc/PID/smaps: its resident size, and that minus its guest RAM
-//! mapping. VMMs take turns within each round, starting with a different
+//! The VMMs are vmd driven by `vmctl start -c`, QEMU `-M microvm` and QEMU
+//! `-M pc`. The guests are a tiny ELF that writes one byte to COM1 as its
+//! first instructions, and a Linux kernel with the test initramfs. For each
+//! pair, a monotonic clock times the span from launching the start command
+//! to a marker on the console. At the marker the program reads the VM
+//! process's /proc/PID/smaps: its resident size, and that minus its guest
+//! RAM mapping. VMMs take turns within each round, starting with a different
 //! one each round, so that load on a shared machine spreads over all of
 //! them. Each sample is printed as a tab-separated line, then a Markdown
 //! table of medians, ranges and vmd/QEMU ratios.
@@ -37,7 +37,7 @@ const LINUX_MARKER: &[u8] = b"VMDTEST-BOOTED";
 /// How many of the largest mappings `--show-mappings` prints.
 const SHOWN_MAPPINGS: usize = 12;
 
-/// Which guest to boot.
+/// A guest to boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GuestKind {
     /// The embedded ELF whose first instructions write '!' to COM1.
@@ -47,7 +47,7 @@ pub enum GuestKind {
 }
 
 impl GuestKind {
-    /// The name in tables.
+    /// Returns the name shown in tables.
     pub fn label(self) -> &'static str {
         match self {
             GuestKind::FirstByte => "first byte",
@@ -97,7 +97,8 @@ struct Options {
     /// The Linux guest's initramfs.
     #[arg(long, env = "GUEST_INITRD")]
     initrd: Option<PathBuf>,
-    /// The Linux guest's command line; "vmdtest.then=wait" is appended.
+    /// The Linux guest's command line, to which "vmdtest.then=wait" is
+    /// appended.
     #[arg(
         long,
         env = "GUEST_CMDLINE",
@@ -289,16 +290,6 @@ fn bin_dir(options: &Options) -> Result<PathBuf, String> {
 
 // The machine, as lines starting with "#".
 fn print_environment(options: &Options) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".to_string());
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let kvm = ["kvm_intel", "kvm_amd", "kvm_pvm"]
         .into_iter()
@@ -306,33 +297,12 @@ fn print_environment(options: &Options) {
         .collect::<Vec<_>>()
         .join(",");
     let qemu = if options.vmm.iter().any(|v| *v != VmmKind::Vmd) {
-        std::process::Command::new(&options.qemu)
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|out| {
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .next()
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "unknown".to_string())
+        qemu_version(&options.qemu)
     } else {
         "not used".to_string()
     };
-    let setting = |name: &str| {
-        let path = format!("/sys/kernel/mm/transparent_hugepage/{name}");
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| {
-                text.split_once('[')?
-                    .1
-                    .split_once(']')
-                    .map(|(v, _)| v.to_string())
-            })
-            .unwrap_or_else(|| "unknown".to_string())
-    };
-    println!("# cpu: {model}, {cpus} online");
+
+    println!("# cpu: {}", cpu_description());
     println!("# kernel: {}", kernel.trim());
     println!(
         "# kvm module: {}",
@@ -341,9 +311,53 @@ fn print_environment(options: &Options) {
     println!("# qemu: {qemu}, -cpu {}", options.qemu_cpu);
     println!(
         "# transparent huge pages: enabled={}, shmem_enabled={}",
-        setting("enabled"),
-        setting("shmem_enabled")
+        huge_page_setting("enabled"),
+        huge_page_setting("shmem_enabled")
     );
+}
+
+// The CPU model and the number of CPUs online, from /proc/cpuinfo.
+fn cpu_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    format!("{model}, {cpus} online")
+}
+
+// The first line of `qemu --version`.
+fn qemu_version(qemu: &Path) -> String {
+    std::process::Command::new(qemu)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+// The selected value of a transparent huge page setting, which the kernel
+// shows in brackets: "always [madvise] never".
+fn huge_page_setting(name: &str) -> String {
+    let path = format!("/sys/kernel/mm/transparent_hugepage/{name}");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            let (_, rest) = text.split_once('[')?;
+            let (value, _) = rest.split_once(']')?;
+            Some(value.to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 // The largest resident mappings, on stderr.

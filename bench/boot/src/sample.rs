@@ -15,7 +15,7 @@ use crate::vmms::{BootFiles, Launcher, MachineSize};
 
 /// How long a stopped VM's console may take to end.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most console output kept for error messages.
+/// The maximum console output kept for error messages, in bytes.
 const CONSOLE_TAIL_BYTES: usize = 4096;
 
 /// The figures of one boot.
@@ -27,7 +27,8 @@ pub struct Measurement {
     pub memory: Resident,
 }
 
-/// What one boot waits for and where it may leave files.
+/// The parameters of one boot: the VM, the marker it waits for and a
+/// directory for files.
 pub struct Plan<'a> {
     /// The VM's name under vmd. vmd refuses a fourth start of one VM
     /// within 6 s of the previous one, as OpenBSD's vmd does, so each

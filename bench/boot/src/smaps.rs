@@ -7,7 +7,7 @@ pub struct Mapping {
     /// The header line: address range, permissions, offset, device,
     /// inode and path.
     pub header: String,
-    /// The path column; empty for an anonymous mapping.
+    /// The path column, empty for an anonymous mapping.
     pub path: String,
     /// Virtual size in KiB.
     pub size_kib: u64,
@@ -15,11 +15,11 @@ pub struct Mapping {
     pub rss_kib: u64,
 }
 
-/// How to recognise the guest RAM mapping of a VMM.
+/// The rule that finds the guest RAM mapping of a VMM.
 #[derive(Debug, Clone, Copy)]
 pub enum GuestRam<'a> {
-    /// Every mapping whose path is this one (vmd maps a memfd; the kernel
-    /// names its mapping `/memfd:NAME (deleted)`).
+    /// Every mapping with this path. vmd maps a memfd, and the kernel
+    /// names a memfd mapping `/memfd:NAME (deleted)`.
     Path(&'a str),
     /// The anonymous mapping of exactly this many KiB (QEMU maps the
     /// guest RAM block as one anonymous mapping of the `-m` size).

@@ -15,7 +15,7 @@ use crate::smaps::GuestRam;
 /// `/memfd:NAME (deleted)`.
 const VMD_GUEST_RAM_PATH: &str = "/memfd:guest-ram (deleted)";
 
-/// Which VMM to measure.
+/// A measured VMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VmmKind {
     /// vmd, started with `vmctl start -c`.
@@ -27,7 +27,7 @@ pub enum VmmKind {
 }
 
 impl VmmKind {
-    /// The name in tables.
+    /// Returns the name shown in tables.
     pub fn label(self) -> &'static str {
         match self {
             VmmKind::Vmd => "vmd",
@@ -37,13 +37,13 @@ impl VmmKind {
     }
 }
 
-/// What to boot.
+/// The files a VM boots from.
 pub struct BootFiles {
     /// The kernel: a bzImage or an ELF.
     pub kernel: PathBuf,
     /// The initial ramdisk, if any.
     pub initrd: Option<PathBuf>,
-    /// The kernel command line; None leaves each VMM's default.
+    /// The kernel command line, or None for each VMM's default.
     pub cmdline: Option<String>,
 }
 
@@ -66,7 +66,7 @@ pub struct Vmd {
 
 impl Vmd {
     /// Starts `BIN_DIR/vmd -d -s WORK_DIR/vmd.sock`, logging to
-    /// WORK_DIR/vmd.log, and waits until it answers `vmctl status`.
+    /// WORK_DIR/vmd.log, and waits until it responds to `vmctl status`.
     pub fn start(bin_dir: &Path, work_dir: &Path) -> Result<Vmd, String> {
         let socket = work_dir.join("vmd.sock");
         let log = work_dir.join("vmd.log");
@@ -100,7 +100,7 @@ impl Vmd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!(
-            "vmd did not answer on {} within 30 s; its log:\n{}",
+            "vmd did not respond on {} within 30 s; its log:\n{}",
             daemon.socket.display(),
             daemon.log_text()
         ))
@@ -117,8 +117,8 @@ impl Vmd {
             .map_err(|e| format!("cannot run {}: {e}", self.vmctl.display()))
     }
 
-    /// The PID of the vm process of the running VM `name`, from `vmctl
-    /// status`.
+    /// Returns the PID of the vm process of the running VM `name`, from
+    /// `vmctl status`.
     pub fn vm_pid(&self, name: &str) -> Result<u32, String> {
         let output = self.vmctl(&["status", name])?;
         let table = String::from_utf8_lossy(&output.stdout);
@@ -130,7 +130,7 @@ impl Vmd {
         pid.ok_or_else(|| format!("vmctl status shows no running VM {name}:\n{table}"))
     }
 
-    /// The resident size of vmd's own processes (the parent and its
+    /// Returns the resident size of vmd's own processes (the parent and its
     /// children: control and vmm, and any vm processes), in KiB.
     pub fn daemon_rss_kib(&self) -> Result<u64, String> {
         let parent = self.child.id();
@@ -171,7 +171,7 @@ pub enum Launcher<'a> {
 }
 
 impl Launcher<'_> {
-    /// The command that starts the VM with its console on stdout.
+    /// Builds the command that starts the VM with its console on stdout.
     /// `vm_name` names it under vmd.
     pub fn command(&self, vm_name: &str, boot: &BootFiles, size: MachineSize) -> Command {
         match self {
@@ -223,7 +223,7 @@ impl Launcher<'_> {
         }
     }
 
-    /// The PID of the process that runs the guest. `child` is the process
+    /// Returns the PID of the process that runs the guest. `child` is the process
     /// [`Launcher::command`] started.
     pub fn vm_pid(&self, vm_name: &str, child: &Child) -> Result<u32, String> {
         match self {
@@ -232,7 +232,8 @@ impl Launcher<'_> {
         }
     }
 
-    /// How the guest RAM mapping looks in that process's smaps.
+    /// Returns the rule that finds the guest RAM mapping in that process's
+    /// smaps.
     pub fn guest_ram(&self, size: MachineSize) -> GuestRam<'static> {
         match self {
             Launcher::Vmd(_) => GuestRam::Path(VMD_GUEST_RAM_PATH),
@@ -270,7 +271,8 @@ fn rss_kib(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| format!("{path}: no VmRSS line"))
 }
 
-// Every descendant of `parent`, found through the PPid of each process.
+// Lists every descendant of `parent`, found through the PPid of each
+// process.
 fn children(parent: u32) -> Result<Vec<u32>, String> {
     let mut parents_of = Vec::new();
     let entries = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
