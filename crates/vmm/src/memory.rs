@@ -51,6 +51,26 @@ pub struct GuestRam {
     ranges: Vec<RamRange>,
 }
 
+// Asks for transparent huge pages on guest RAM, as QEMU does for its RAM
+// blocks. Each 2 MiB page spares the host (or an outer hypervisor) 511
+// guest page faults and makes TLB misses rarer. On a memfd the kernel
+// honours the request only when
+// /sys/kernel/mm/transparent_hugepage/shmem_enabled is "advise",
+// "within_size" or "always". With "never", its usual default, the request
+// has no effect.
+fn advise_huge_pages(address: *mut u8, len_bytes: usize) {
+    // SAFETY: MADV_HUGEPAGE changes only how the kernel backs the range,
+    // never its contents, and the range is a mapping that the guest
+    // memory being built owns.
+    let result = unsafe { libc::madvise(address.cast(), len_bytes, libc::MADV_HUGEPAGE) };
+    if result != 0 {
+        log::debug!(
+            "guest memory: madvise(MADV_HUGEPAGE) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 impl GuestRam {
     /// Creates `memory_bytes` of zeroed guest RAM laid out around the PCI
     /// hole (see [`crate::layout::ram_ranges`]).
@@ -84,6 +104,9 @@ impl GuestRam {
             file_offset += range.len_bytes;
         }
         let memory = GuestMemoryMmap::from_ranges_with_files(regions).map_err(MemoryError::Map)?;
+        for region in memory.iter() {
+            advise_huge_pages(region.as_ptr(), region.len() as usize);
+        }
 
         Ok(GuestRam {
             memory: Arc::new(memory),
