@@ -162,6 +162,7 @@ fn build(spec: &VmSpec, fds: Vec<OwnedFd>) -> Result<Vm, String> {
 // without its vmmci driver.
 fn listen_for_requests(channel: Arc<Channel>, controller: VmController) {
     let spawned = std::thread::Builder::new()
+        .stack_size(vmm::HELPER_STACK_BYTES)
         .name("vmm-channel".into())
         .spawn(move || {
             loop {

@@ -46,6 +46,13 @@ pub use vm::{
     VmConfig, VmController, VmError,
 };
 
+/// Stack size of the engine's helper threads (device workers, console
+/// input). Kept under 2 MiB so that a host with transparent huge pages set
+/// to "always" cannot back a mostly idle stack with a whole huge page.
+pub const HELPER_STACK_BYTES: usize = 256 * 1024;
+/// Stack size of vCPU threads, under 2 MiB for the same reason.
+pub const VCPU_STACK_BYTES: usize = 1024 * 1024;
+
 /// Wraps an open `/dev/kvm` descriptor, received from a process that may
 /// open device files, in the KVM system handle.
 pub fn kvm_from_fd(fd: std::os::fd::OwnedFd) -> Kvm {

@@ -52,6 +52,7 @@ pub fn install_kick_handler() -> std::io::Result<()> {
 /// Starts the thread of vCPU `index`.
 pub fn spawn(index: u8, vcpu: VcpuFd, context: VcpuContext) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
+        .stack_size(crate::VCPU_STACK_BYTES)
         .name(format!("vcpu{index}"))
         .spawn(move || run(index, vcpu, &context))
 }

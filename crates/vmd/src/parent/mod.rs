@@ -89,6 +89,7 @@ pub fn main(flags: &crate::Flags) -> i32 {
         }
     };
     log::info!("started, control socket {}", flags.socket.display());
+    warn_about_small_pages();
 
     let mut parent = Parent {
         control,
@@ -104,6 +105,23 @@ pub fn main(flags: &crate::Flags) -> i32 {
     let _ = control_child.wait();
     log::info!("exiting");
     code
+}
+
+const SHMEM_THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+// Guest RAM is a memfd, which gets huge pages only when the host allows
+// them for shared memory; with 4 KiB pages every first touch of guest
+// memory is a fault, which slows guests down, most of all nested ones.
+fn warn_about_small_pages() {
+    let Ok(setting) = std::fs::read_to_string(SHMEM_THP_SETTING) else {
+        return;
+    };
+    // The active choice is the word in brackets, e.g. "always [never]".
+    if setting.contains("[never]") || setting.contains("[deny]") {
+        log::info!(
+            "guest memory uses 4 KiB pages; for faster guests, set {SHMEM_THP_SETTING} to advise"
+        );
+    }
 }
 
 fn check_config(flags: &crate::Flags) -> i32 {

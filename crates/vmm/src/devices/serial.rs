@@ -125,6 +125,7 @@ pub fn spawn_input_thread(
     stop: EventFd,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
+        .stack_size(crate::HELPER_STACK_BYTES)
         .name("serial-input".into())
         .spawn(move || {
             let mut buffer = [0u8; 64];

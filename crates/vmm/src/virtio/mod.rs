@@ -173,6 +173,7 @@ impl Worker {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let thread_stop = stop.try_clone()?;
         let thread = std::thread::Builder::new()
+            .stack_size(crate::HELPER_STACK_BYTES)
             .name(name.to_string())
             .spawn(move || worker_loop(&mut handler, &thread_stop))?;
         Ok(Worker {
