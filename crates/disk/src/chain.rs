@@ -185,15 +185,28 @@ fn open_image_file(path: &Path, access: Access) -> io::Result<File> {
 
 /// Takes the lock that goes with `access` without waiting, as OpenBSD's
 /// O_EXLOCK|O_NONBLOCK open does for the top image.
+/// How long a lock conflict may last before it counts as the image being
+/// in use. A flock(2) lock is shared by every copy of the descriptor, so a
+/// process that forks to exec a program holds the lock of any image it has
+/// open until the child's exec closes the copy: a conflict that brief is
+/// not another user of the image.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn lock_file(file: &File, access: Access) -> std::result::Result<(), Problem> {
-    let locked = match access {
-        Access::ReadWrite => file.try_lock(),
-        Access::ReadOnly => file.try_lock_shared(),
-    };
-    match locked {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(Problem::Locked),
-        Err(TryLockError::Error(source)) => Err(Problem::Lock(source)),
+    let started = std::time::Instant::now();
+    loop {
+        let locked = match access {
+            Access::ReadWrite => file.try_lock(),
+            Access::ReadOnly => file.try_lock_shared(),
+        };
+        match locked {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => return Err(Problem::Locked),
+            Err(TryLockError::Error(source)) => return Err(Problem::Lock(source)),
+        }
     }
 }
 
