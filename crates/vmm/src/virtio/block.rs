@@ -151,6 +151,8 @@ impl VirtioDevice for Block {
                 disk: self.disk.clone(),
                 id: self.id,
                 warnings_left: MAX_WARNINGS,
+                segments: Vec::with_capacity(8),
+                data: Vec::with_capacity(8),
             },
         };
         self.worker = Some(Worker::spawn(&self.name, handler).map_err(ActivateError::SpawnWorker)?);
@@ -179,6 +181,9 @@ struct RequestServer {
     disk: Arc<Disk>,
     id: [u8; ID_BYTES],
     warnings_left: u32,
+    // Reused for every request, so that serving one allocates nothing.
+    segments: Vec<Segment>,
+    data: Vec<Segment>,
 }
 
 /// One descriptor of a request, checked against guest memory.
@@ -223,54 +228,47 @@ impl RequestError {
     }
 }
 
-/// A parsed request: type, first sector, and where its data and status
-/// byte live.
+/// A parsed request: type, first sector, and where its status byte lives.
+/// Its data buffers are kept apart, in a reused vector.
 struct Request {
     kind: u32,
     sector: u64,
-    data: Vec<Segment>,
     status: u64,
 }
 
 impl RequestServer {
+    // Lists the chain's non-empty descriptors into `segments`. Addresses
+    // are checked where they are used, by the guest memory accessors.
     fn collect_segments(
-        &self,
         chain: DescriptorChain<&GuestMemoryMmap>,
-    ) -> Result<Vec<Segment>, RequestError> {
-        let mut segments = Vec::new();
+        segments: &mut Vec<Segment>,
+    ) -> Result<(), RequestError> {
         // The chain iterator stops after queue-size descriptors, so a
         // looping chain ends here too.
         for descriptor in chain {
             if segments.len() > SEG_MAX as usize + 2 {
                 return Err(RequestError::Malformed("too many descriptors"));
             }
-            let segment = Segment {
-                address: descriptor.addr().0,
-                len: descriptor.len(),
-                writable: descriptor.is_write_only(),
-            };
-            if !GuestMemoryBackend::check_range(
-                &*self.memory,
-                GuestAddress(segment.address),
-                segment.len as usize,
-            ) {
-                return Err(RequestError::BadAddress {
-                    address: segment.address,
-                    len: segment.len,
+            if descriptor.len() > 0 {
+                segments.push(Segment {
+                    address: descriptor.addr().0,
+                    len: descriptor.len(),
+                    writable: descriptor.is_write_only(),
                 });
             }
-            if segment.len > 0 {
-                segments.push(segment);
-            }
         }
-        Ok(segments)
+        Ok(())
     }
 
     // Splits a chain into header, data and status. The layout is free
     // (virtio 1.2 §2.7.4): the header is the first 16 device-readable
     // bytes and the status the last device-writable byte, wherever the
-    // descriptor boundaries fall.
-    fn parse(&self, segments: &[Segment]) -> Result<Request, RequestError> {
+    // descriptor boundaries fall. The data segments go to `data`.
+    fn parse(
+        &self,
+        segments: &[Segment],
+        data: &mut Vec<Segment>,
+    ) -> Result<Request, RequestError> {
         let readable_bytes: u64 = segments
             .iter()
             .filter(|s| !s.writable)
@@ -287,7 +285,6 @@ impl RequestServer {
 
         let mut header = [0u8; REQUEST_HEADER_BYTES];
         let mut header_filled = 0usize;
-        let mut data = Vec::new();
         for (index, segment) in segments.iter().enumerate() {
             let mut segment = *segment;
             if !segment.writable && header_filled < REQUEST_HEADER_BYTES {
@@ -297,7 +294,10 @@ impl RequestServer {
                         &mut header[header_filled..header_filled + take],
                         GuestAddress(segment.address),
                     )
-                    .map_err(|_| RequestError::Malformed("unreadable header"))?;
+                    .map_err(|_| RequestError::BadAddress {
+                        address: segment.address,
+                        len: segment.len,
+                    })?;
                 header_filled += take;
                 segment.address += take as u64;
                 segment.len -= take as u32;
@@ -312,7 +312,6 @@ impl RequestServer {
         Ok(Request {
             kind: u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")),
             sector: u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
-            data,
             status,
         })
     }
@@ -328,21 +327,20 @@ impl RequestServer {
 
     // Executes a request; returns the bytes written into guest buffers,
     // not counting the status byte.
-    fn execute(&self, request: &Request) -> Result<u32, RequestError> {
-        let data_bytes: u64 = request.data.iter().map(|s| u64::from(s.len)).sum();
+    fn execute(&self, request: &Request, data: &[Segment]) -> Result<u32, RequestError> {
+        let data_bytes: u64 = data.iter().map(|s| u64::from(s.len)).sum();
         // The used length is 32 bits, so it cannot count longer requests.
         if data_bytes >= u64::from(u32::MAX) {
             return Err(RequestError::Malformed("request larger than 4 GiB"));
         }
-        let direction_ok = |writable| request.data.iter().all(|s| s.writable == writable);
+        let direction_ok = |writable| data.iter().all(|s| s.writable == writable);
         match request.kind {
             VIRTIO_BLK_T_IN => {
                 if !direction_ok(true) || !data_bytes.is_multiple_of(SECTOR_BYTES) {
                     return Err(RequestError::Malformed("bad read buffers"));
                 }
                 let offset = self.check_range(request.sector, data_bytes)?;
-                let slices = self.slices(&request.data)?;
-                self.disk.read_volatile(&slices, offset)?;
+                self.with_slices(data, |slices| self.disk.read_volatile(slices, offset))?;
                 Ok(data_bytes as u32)
             }
             VIRTIO_BLK_T_OUT => {
@@ -353,8 +351,7 @@ impl RequestServer {
                     return Err(RequestError::ReadOnly);
                 }
                 let offset = self.check_range(request.sector, data_bytes)?;
-                let slices = self.slices(&request.data)?;
-                self.disk.write_volatile(&slices, offset)?;
+                self.with_slices(data, |slices| self.disk.write_volatile(slices, offset))?;
                 Ok(0)
             }
             VIRTIO_BLK_T_FLUSH => {
@@ -366,7 +363,7 @@ impl RequestServer {
                     return Err(RequestError::Malformed("bad id buffer"));
                 }
                 let mut written = 0usize;
-                for segment in &request.data {
+                for segment in data {
                     let take = (ID_BYTES - written).min(segment.len as usize);
                     self.memory
                         .write_slice(
@@ -385,7 +382,7 @@ impl RequestServer {
                 if self.disk.is_read_only() {
                     return Err(RequestError::ReadOnly);
                 }
-                self.discard_or_zero(request)?;
+                self.discard_or_zero(request, data)?;
                 Ok(0)
             }
             other => Err(RequestError::Unsupported(other)),
@@ -394,14 +391,14 @@ impl RequestServer {
 
     // DISCARD and WRITE_ZEROES carry one segment descriptor each (we offer
     // max_discard_seg = max_write_zeroes_seg = 1).
-    fn discard_or_zero(&self, request: &Request) -> Result<(), RequestError> {
-        let data_bytes: u64 = request.data.iter().map(|s| u64::from(s.len)).sum();
-        if data_bytes != DISCARD_SEGMENT_BYTES as u64 || request.data.iter().any(|s| s.writable) {
+    fn discard_or_zero(&self, request: &Request, data: &[Segment]) -> Result<(), RequestError> {
+        let data_bytes: u64 = data.iter().map(|s| u64::from(s.len)).sum();
+        if data_bytes != DISCARD_SEGMENT_BYTES as u64 || data.iter().any(|s| s.writable) {
             return Err(RequestError::Malformed("bad discard segment"));
         }
         let mut segment = [0u8; DISCARD_SEGMENT_BYTES];
         let mut filled = 0;
-        for part in &request.data {
+        for part in data {
             let len = part.len as usize;
             self.memory
                 .read_slice(
@@ -426,32 +423,46 @@ impl RequestServer {
         }
     }
 
-    fn slices(
+    // Runs `io` on the guest memory behind `segments`, without allocating
+    // for the common single-buffer request.
+    fn with_slices(
         &self,
         segments: &[Segment],
-    ) -> Result<Vec<vm_memory::VolatileSlice<'_, ()>>, RequestError> {
-        segments
-            .iter()
-            .map(|segment| {
-                self.memory
-                    .get_slice(GuestAddress(segment.address), segment.len as usize)
-                    .map_err(|_| RequestError::BadAddress {
-                        address: segment.address,
-                        len: segment.len,
-                    })
-            })
-            .collect()
+        io: impl FnOnce(&[vm_memory::VolatileSlice<'_, ()>]) -> disk::Result<()>,
+    ) -> Result<(), RequestError> {
+        let slice = |segment: &Segment| {
+            self.memory
+                .get_slice(GuestAddress(segment.address), segment.len as usize)
+                .map_err(|_| RequestError::BadAddress {
+                    address: segment.address,
+                    len: segment.len,
+                })
+        };
+        match segments {
+            [single] => Ok(io(&[slice(single)?])?),
+            _ => {
+                let slices = segments.iter().map(slice).collect::<Result<Vec<_>, _>>()?;
+                Ok(io(&slices)?)
+            }
+        }
     }
 
     // Serves one chain; returns the bytes written into its buffers,
     // status byte included.
     fn serve_chain(&mut self, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
         let head = chain.head_index();
-        let result = self.collect_segments(chain).and_then(|segments| {
-            let request = self.parse(&segments)?;
-            let outcome = self.execute(&request);
+        let mut segments = std::mem::take(&mut self.segments);
+        let mut data = std::mem::take(&mut self.data);
+        segments.clear();
+        data.clear();
+        let result = Self::collect_segments(chain, &mut segments).and_then(|()| {
+            let request = self.parse(&segments, &mut data)?;
+            let outcome = self.execute(&request, &data);
             Ok((request.status, outcome))
         });
+        self.segments = segments;
+        self.data = data;
+
         let (status_address, outcome) = match result {
             Ok((status_address, outcome)) => (Some(status_address), outcome),
             // Without a status byte the only reply is returning the
@@ -754,10 +765,10 @@ mod tests {
     }
 
     #[test]
-    fn buffer_outside_memory_gets_no_status() {
+    fn buffer_outside_memory_is_io_error() {
         let mut h = harness(Format::Raw, Access::ReadWrite);
         let result = h.request(VIRTIO_BLK_T_IN, 0, &[writable(0x1_0000_0000, 512)]);
-        assert_eq!(result, (0, 0xff));
+        assert_eq!(result, (1, VIRTIO_BLK_S_IOERR));
         // The device goes on serving good requests.
         assert_eq!(
             h.request(VIRTIO_BLK_T_IN, 0, &[writable(DATA, 512)]),
