@@ -20,14 +20,17 @@ fn cmdline(checks: &str, then: &str) -> String {
     format!("{base} vmdtest.checks={checks} vmdtest.then={then}")
 }
 
+// Starts the guest fixture with 256M, `cpus` vCPUs, `cmdline` and `extra`
+// vmctl arguments, and attaches to its console.
 fn start_with_console(
     daemon: &Daemon,
     name: &str,
     cpus: &str,
     cmdline: &str,
+    extra: &[&str],
 ) -> (std::process::Child, LineReader) {
     let (kernel, initrd) = guest_fixture();
-    let mut child = daemon.spawn_vmctl(&[
+    let mut args = vec![
         "start",
         name,
         "-b",
@@ -41,7 +44,9 @@ fn start_with_console(
         "--cmdline",
         cmdline,
         "-c",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut child = daemon.spawn_vmctl(&args);
     let reader = LineReader::new(child.stdout.take().unwrap());
     (child, reader)
 }
@@ -58,8 +63,13 @@ fn value(line: &str) -> u64 {
 #[ignore = "needs KVM with hardware virtualization; make test runs it nested"]
 fn guest_boots_with_two_cpus_rng_and_host_time_then_powers_off() {
     let daemon = Daemon::start();
-    let (mut child, mut console) =
-        start_with_console(&daemon, "linux", "2", &cmdline("cpus,rng,time", "poweroff"));
+    let (mut child, mut console) = start_with_console(
+        &daemon,
+        "linux",
+        "2",
+        &cmdline("cpus,rng,time", "poweroff"),
+        &[],
+    );
     console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
     assert_eq!(
         console.expect_prefix("VMDTEST cpus", BOOT_TIMEOUT),
@@ -102,7 +112,7 @@ fn guest_boots_with_two_cpus_rng_and_host_time_then_powers_off() {
 fn guest_reboot_restarts_vm_and_forced_stop_ends_it() {
     let daemon = Daemon::start();
     let (mut child, mut console) =
-        start_with_console(&daemon, "rebooter", "1", &cmdline("cpus", "reboot"));
+        start_with_console(&daemon, "rebooter", "1", &cmdline("cpus", "reboot"), &[]);
     console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
     assert_eq!(
         console.expect_prefix("VMDTEST cpus", BOOT_TIMEOUT),
@@ -130,7 +140,7 @@ fn guest_reboot_restarts_vm_and_forced_stop_ends_it() {
 fn vmctl_stop_shuts_guest_down_through_power_button() {
     let daemon = Daemon::start();
     let (mut child, mut console) =
-        start_with_console(&daemon, "waiter", "1", &cmdline("cpus", "wait"));
+        start_with_console(&daemon, "waiter", "1", &cmdline("cpus", "wait"), &[]);
     console.expect_prefix("VMDTEST-END", BOOT_TIMEOUT);
 
     let out = daemon.vmctl(&["stop", "-w", "waiter"]);
@@ -197,25 +207,14 @@ fn guest_reads_and_writes_raw_and_qcow2_chain_disks() {
     .unwrap();
 
     let daemon = Daemon::start();
-    let (kernel, initrd) = guest_fixture();
-    let mut child = daemon.spawn_vmctl(&[
-        "start",
+    let raw_arg = format!("raw:{}", raw.display());
+    let (mut child, mut console) = start_with_console(
+        &daemon,
         "disks",
-        "-b",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "-m",
-        "256M",
-        "-d",
-        &format!("raw:{}", raw.display()),
-        "-d",
-        overlay.to_str().unwrap(),
-        "--cmdline",
+        "1",
         &cmdline("disk", "poweroff"),
-        "-c",
-    ]);
-    let mut console = LineReader::new(child.stdout.take().unwrap());
+        &["-d", &raw_arg, "-d", overlay.to_str().unwrap()],
+    );
     console.expect_prefix("VMDTEST-BOOTED", BOOT_TIMEOUT);
     assert_eq!(
         console.expect_prefix("VMDTEST vda-size", BOOT_TIMEOUT),

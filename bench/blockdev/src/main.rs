@@ -18,16 +18,14 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
 use std::time::{Duration, Instant};
 
 use disk::{Access, Disk, Format};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::memory::GuestMemoryMmap;
+use vmm::virtio::VirtioDevice;
 use vmm::virtio::block::Block;
 use vmm::virtio::driver::{Buffer, QueueDriver};
-use vmm::virtio::{ActivateContext, ActiveQueue, QueueInterrupt, VirtioDevice};
-use vmm_sys_util::eventfd::EventFd;
 
 const MIB: u64 = 1 << 20;
 const IMAGE_BYTES: u64 = 512 * MIB;
@@ -167,20 +165,9 @@ fn run_device(path: &Path, pattern: Pattern, seconds: f64) -> f64 {
     let memory = Arc::new(
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), GUEST_MEMORY_BYTES)]).expect("memory"),
     );
-    let mut driver = QueueDriver::new(&memory, QUEUE_BASE, QUEUE_SIZE);
-    let notify = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
     let mut device = Block::new("vioblk0".into(), disk, "bench");
-    device
-        .activate(ActivateContext {
-            memory: memory.clone(),
-            acked_features: 0,
-            queues: vec![ActiveQueue {
-                queue: driver.device_queue(),
-                notify: notify.try_clone().expect("eventfd"),
-                interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
-            }],
-        })
-        .expect("activate");
+    let (mut driver, notify) =
+        QueueDriver::activate(&mut device, &memory, QUEUE_BASE, QUEUE_SIZE).expect("activate");
 
     let size = pattern.request_bytes();
     let kind: u32 = if pattern.is_write() { 1 } else { 0 };

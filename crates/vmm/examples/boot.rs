@@ -48,23 +48,12 @@ fn main() {
             disks: Vec::new(),
         },
     )
-    .unwrap_or_else(|e| fail(&error_chain(&e)));
-    let exit = vm.run().unwrap_or_else(|e| fail(&error_chain(&e)));
+    .unwrap_or_else(|e| fail(&proto::error_chain(&e)));
+    let exit = vm.run().unwrap_or_else(|e| fail(&proto::error_chain(&e)));
     eprintln!(
         "boot: {exit:?} after {:.2} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn fail(message: &str) -> ! {

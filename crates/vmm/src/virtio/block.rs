@@ -518,13 +518,11 @@ impl QueueHandler for BlockHandler {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU8;
     use std::time::{Duration, Instant};
 
     use disk::{Access, Format};
 
     use super::*;
-    use crate::virtio::QueueInterrupt;
     use crate::virtio::driver::{Buffer, QueueDriver};
 
     const MIB: u64 = 1 << 20;
@@ -570,20 +568,8 @@ mod tests {
         }
         let disk = Arc::new(Disk::open(&path, Some(format), access).unwrap());
         let memory = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap());
-        let driver = QueueDriver::new(&memory, 0x1000, 64);
-        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut device = Block::new("vioblk0".into(), disk, "serial-0123456789abcdef");
-        device
-            .activate(ActivateContext {
-                memory: memory.clone(),
-                acked_features: 0,
-                queues: vec![ActiveQueue {
-                    queue: driver.device_queue(),
-                    notify: notify.try_clone().unwrap(),
-                    interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
-                }],
-            })
-            .unwrap();
+        let (driver, notify) = QueueDriver::activate(&mut device, &memory, 0x1000, 64).unwrap();
         Harness {
             memory,
             driver,

@@ -4,11 +4,15 @@
 //! benchmarks use it to drive a device without a guest.
 
 use std::collections::HashMap;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering, fence};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{ActivateContext, ActivateError, ActiveQueue, QueueInterrupt, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
 const VIRTQ_DESC_F_NEXT: u16 = 1;
@@ -67,6 +71,32 @@ impl QueueDriver {
             next_avail: 0,
             next_used: 0,
         }
+    }
+
+    /// Lays out a queue of `size` entries at `base` and activates the
+    /// one-queue `device` on it, as a driver's DRIVER_OK would. Returns the
+    /// driver and the eventfd that notifies the device (the descriptor KVM's
+    /// ioeventfd signals). The device gets no interrupt vector: completions
+    /// are seen by reading the used ring.
+    pub fn activate(
+        device: &mut dyn VirtioDevice,
+        memory: &Arc<GuestMemoryMmap>,
+        base: u64,
+        size: u16,
+    ) -> Result<(QueueDriver, EventFd), ActivateError> {
+        let driver = QueueDriver::new(memory, base, size);
+        let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::SpawnWorker)?;
+        let device_notify = notify.try_clone().map_err(ActivateError::SpawnWorker)?;
+        device.activate(ActivateContext {
+            memory: memory.clone(),
+            acked_features: 0,
+            queues: vec![ActiveQueue {
+                queue: driver.device_queue(),
+                notify: device_notify,
+                interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
+            }],
+        })?;
+        Ok((driver, notify))
     }
 
     /// Returns the device side of this queue, configured and ready.

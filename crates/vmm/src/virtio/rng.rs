@@ -161,13 +161,11 @@ fn fill_random(buffer: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU8;
     use std::time::{Duration, Instant};
 
     use vm_memory::GuestAddress;
 
     use super::*;
-    use crate::virtio::QueueInterrupt;
     use crate::virtio::driver::{Buffer, QueueDriver};
 
     struct Harness {
@@ -179,20 +177,8 @@ mod tests {
 
     fn harness() -> Harness {
         let memory = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
-        let driver = QueueDriver::new(&memory, 0x1000, 16);
-        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut device = Rng::new();
-        device
-            .activate(ActivateContext {
-                memory: memory.clone(),
-                acked_features: 0,
-                queues: vec![ActiveQueue {
-                    queue: driver.device_queue(),
-                    notify: notify.try_clone().unwrap(),
-                    interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
-                }],
-            })
-            .unwrap();
+        let (driver, notify) = QueueDriver::activate(&mut device, &memory, 0x1000, 16).unwrap();
         Harness {
             memory,
             driver,
