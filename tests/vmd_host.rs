@@ -327,6 +327,18 @@ fn vmd_n_checks_configuration() {
     );
     assert_eq!(output.status.code(), Some(0));
 
+    let output = std::process::Command::new(vmd_tests::bin("vmd"))
+        .arg("-nv")
+        .arg("-f")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("vm \"a\" {{\n\tboot \"{}\"\n}}\nconfiguration OK\n", tiny("idle"))
+    );
+    assert_eq!(output.status.code(), Some(0));
+
     let bad = dir.path().join("bad.conf");
     std::fs::write(&bad, "vm \"a\" {\n  memroy 1G\n}\n").unwrap();
     let output = std::process::Command::new(vmd_tests::bin("vmd"))
