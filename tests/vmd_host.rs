@@ -335,7 +335,10 @@ fn vmd_n_checks_configuration() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        format!("vm \"a\" {{\n\tboot \"{}\"\n}}\nconfiguration OK\n", tiny("idle"))
+        format!(
+            "vm \"a\" {{\n\tboot \"{}\"\n}}\nconfiguration OK\n",
+            tiny("idle")
+        )
     );
     assert_eq!(output.status.code(), Some(0));
 

@@ -3,7 +3,7 @@
 //!
 //! Run from the workspace root:
 //!
-//!     cargo run --release -p blockdev-bench -- [--dir DIR] [--seconds N] [--repeat N]
+//!     cargo run --release -p blockdev-bench -- [--dir DIR] [--seconds N] [--repeat N] [--filter TEXT]
 //!
 //! A host-side driver (`vmm::virtio::driver::QueueDriver`) places request
 //! descriptors and data buffers in real guest memory, keeps 32 requests in
@@ -87,6 +87,7 @@ struct Options {
     dir: PathBuf,
     seconds: f64,
     repeat: usize,
+    filter: Option<String>,
 }
 
 fn parse_options() -> Options {
@@ -94,6 +95,7 @@ fn parse_options() -> Options {
         dir: std::env::temp_dir(),
         seconds: 2.0,
         repeat: 3,
+        filter: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -106,6 +108,7 @@ fn parse_options() -> Options {
                 options.seconds = value.parse().unwrap_or_else(|_| usage("bad --seconds"))
             }
             "--repeat" => options.repeat = value.parse().unwrap_or_else(|_| usage("bad --repeat")),
+            "--filter" => options.filter = Some(value),
             _ => usage(&format!("unknown option {arg}")),
         }
     }
@@ -114,7 +117,7 @@ fn parse_options() -> Options {
 
 fn usage(problem: &str) -> ! {
     eprintln!("blockdev-bench: {problem}");
-    eprintln!("usage: blockdev-bench [--dir DIR] [--seconds N] [--repeat N]");
+    eprintln!("usage: blockdev-bench [--dir DIR] [--seconds N] [--repeat N] [--filter TEXT]");
     std::process::exit(2);
 }
 
@@ -263,6 +266,13 @@ fn main() {
         Pattern::SequentialRead1m,
         Pattern::SequentialWrite1m,
     ] {
+        if options
+            .filter
+            .as_deref()
+            .is_some_and(|text| !pattern.name().contains(text))
+        {
+            continue;
+        }
         let mut plain = Vec::new();
         let mut device = Vec::new();
         // Interleaved, so both see the same machine load.

@@ -167,6 +167,16 @@ impl Disk {
         self.size
     }
 
+    /// Returns the open file of a raw disk, for callers that transfer data
+    /// with their own system calls (positional I/O at the disk's byte
+    /// offsets); None for qcow2, whose bytes need the driver's mapping.
+    pub fn raw_file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Raw { file, .. } => Some(file),
+            Backend::Qcow2 { .. } => None,
+        }
+    }
+
     /// Returns whether writes are rejected.
     pub fn is_read_only(&self) -> bool {
         self.access == Access::ReadOnly
