@@ -383,6 +383,54 @@ fn disk_in_use_by_another_vm_is_rejected() {
 }
 
 #[test]
+fn same_disk_twice_in_one_vm_is_rejected() {
+    let daemon = Daemon::start();
+    let dir = TempDir::new("disk-twice");
+    let image = dir.path().join("twice.raw");
+    disk::create_raw(&image, 1 << 20).unwrap();
+    let kernel = tiny("idle");
+    let disk_arg = image.to_str().unwrap();
+    let out = daemon.vmctl(&[
+        "start", "twice", "-b", &kernel, "-m", "32M", "-d", disk_arg, "-d", disk_arg,
+    ]);
+    assert_eq!(
+        out.stderr,
+        format!("vmctl: start twice: disk {disk_arg}: attached twice\n")
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+// Makes a FIFO, which nobody writes: opening it to read would block.
+fn fifo(dir: &TempDir, name: &str) -> String {
+    let path = dir.path().join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn fifo_kernel_and_disk_are_refused_without_hanging() {
+    let daemon = Daemon::start();
+    let dir = TempDir::new("fifo");
+    let kernel_fifo = fifo(&dir, "kernel");
+    let disk_fifo = fifo(&dir, "disk");
+    let out = daemon.vmctl(&["start", "f", "-b", &kernel_fifo]);
+    assert_eq!(out.stderr, "vmctl: kernel must be a regular file\n");
+    assert_eq!(out.code, 1);
+
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "f", "-b", &kernel, "-m", "32M", "-d", &disk_fifo]);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "vmctl: start f: disk {disk_fifo}: cannot open image: not a regular file or block device\n"
+        )
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+#[test]
 fn missing_disk_is_reported_by_vmctl() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");

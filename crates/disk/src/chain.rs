@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Problem, Result};
@@ -175,16 +175,25 @@ pub fn resolve_backing_path(image_path: &Path, backing_name: &str) -> PathBuf {
     }
 }
 
-/// Opens an image file with close-on-exec set (as std always does).
+/// Opens an image without blocking (a FIFO would otherwise wait for a
+/// writer) and accepts only regular files and block devices. std sets
+/// close-on-exec, as always.
 fn open_image_file(path: &Path, access: Access) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(access == Access::ReadWrite)
-        .open(path)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() && !file_type.is_block_device() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file or block device",
+        ));
+    }
+    Ok(file)
 }
 
-/// Takes the lock that goes with `access` without waiting, as OpenBSD's
-/// O_EXLOCK|O_NONBLOCK open does for the top image.
 /// How long a lock conflict may last before it counts as the image being
 /// in use. A flock(2) lock is shared by every copy of the descriptor, so a
 /// process that forks to exec a program holds the lock of any image it has
@@ -192,6 +201,9 @@ fn open_image_file(path: &Path, access: Access) -> io::Result<File> {
 /// not another user of the image.
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Takes the lock that goes with `access`, as OpenBSD's
+/// O_EXLOCK|O_NONBLOCK open does for the top image, waiting at most
+/// [`LOCK_GRACE`] for a conflicting lock to go away.
 fn lock_file(file: &File, access: Access) -> std::result::Result<(), Problem> {
     let started = std::time::Instant::now();
     loop {

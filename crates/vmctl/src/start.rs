@@ -136,7 +136,13 @@ fn start_error(name: &str, error: proto::ErrorReply) -> String {
 // vmctl opens the boot files itself, with the user's own permissions, and
 // hands vmd the open files.
 fn open_boot_file(path: &Path, what: &str) -> Result<File, String> {
-    let file = File::open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without blocking, so that a FIFO is refused below instead of
+    // waiting for a writer.
+    let file = File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
         .map_err(|e| format!("cannot open {what} '{}': {}", path.display(), plain(&e)))?;
     let metadata = file
         .metadata()

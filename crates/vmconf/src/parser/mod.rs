@@ -135,9 +135,15 @@ fn include_path(including: &Path, name: &str) -> PathBuf {
 }
 
 /// Reads a whole configuration file, refusing anything but a regular file
-/// (a FIFO would block) and files over [`MAX_FILE_BYTES`].
+/// and files over [`MAX_FILE_BYTES`]. The open does not block, so a FIFO is
+/// refused instead of waiting for a writer.
 pub(crate) fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
-    let file = File::open(path).map_err(|error| host::describe_io_error(&error))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|error| host::describe_io_error(&error))?;
     let metadata = file
         .metadata()
         .map_err(|error| host::describe_io_error(&error))?;

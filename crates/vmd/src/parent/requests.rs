@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -221,6 +222,22 @@ impl Parent {
 
         // The chains are opened here, as root, and handed over open: the
         // vm process cannot open files. Each top image carries its lock.
+        // The same image twice would otherwise fail on its own lock, with
+        // a message that blames another process.
+        let mut seen = Vec::with_capacity(vm.definition.disks.len());
+        for definition in &vm.definition.disks {
+            let Ok(metadata) = std::fs::metadata(&definition.path) else {
+                continue;
+            };
+            let identity = (metadata.dev(), metadata.ino());
+            if seen.contains(&identity) {
+                return Err(ErrorReply::new(
+                    ErrorCode::INVALID,
+                    format!("disk {}: attached twice", definition.path.display()),
+                ));
+            }
+            seen.push(identity);
+        }
         let mut chains = Vec::with_capacity(vm.definition.disks.len());
         for definition in &vm.definition.disks {
             chains.push(open_disk(definition)?);
@@ -416,6 +433,8 @@ fn update_definition(
 }
 
 // Opens a disk and its backing chain read-write, the top image locked.
+// The paths come from vm.conf, which root wrote, so they are not checked
+// against the permissions of the user who starts the VM (as in OpenBSD).
 fn open_disk(definition: &DiskDefinition) -> Result<disk::Chain, ErrorReply> {
     let format = definition.format.map(|format| match format {
         DiskFormat::Raw => disk::Format::Raw,
@@ -462,20 +481,28 @@ impl BootFile<'_> {
 }
 
 // Opens a configured path now (as root, on behalf of the configuration),
-// or lends the file vmctl handed over.
+// or lends the file vmctl handed over. The open does not block, so a FIFO
+// is refused instead of waiting for a writer.
 fn open_source<'a>(
     source: &'a FileSource,
     what: &str,
     code: ErrorCode,
 ) -> Result<BootFile<'a>, ErrorReply> {
-    match source {
-        FileSource::Open(file) => Ok(BootFile::Borrowed(file)),
-        FileSource::Path(path) => File::open(path).map(BootFile::Opened).map_err(|e| {
-            ErrorReply::new(
-                code,
-                format!("{what} {}: {}", path.display(), io_error_text(&e)),
-            )
-        }),
+    let path = match source {
+        FileSource::Open(file) => return Ok(BootFile::Borrowed(file)),
+        FileSource::Path(path) => path,
+    };
+    let fail =
+        |reason: String| ErrorReply::new(code, format!("{what} {}: {reason}", path.display()));
+    let file = File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| fail(io_error_text(&e)))?;
+    match file.metadata() {
+        Ok(metadata) if metadata.is_file() => Ok(BootFile::Opened(file)),
+        Ok(_) => Err(fail("not a regular file".to_string())),
+        Err(e) => Err(fail(io_error_text(&e))),
     }
 }
 
