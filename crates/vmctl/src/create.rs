@@ -278,11 +278,18 @@ fn convert(
         ImageError::File(error) => CreateError::CreateDestination(error),
         ImageError::Base(error) => error,
     })?;
-    let destination = Disk::open(Path::new(disk), Some(format), Access::ReadWrite)
-        .map_err(CreateError::OpenDestination)?;
-
-    copy_nonzero_chunks(&source, &destination)?;
-    destination.flush().map_err(CreateError::WriteDestination)?;
+    // A copy that fails half way leaves no image behind, so that running
+    // the command again does not fail with "File exists".
+    let copied = Disk::open(Path::new(disk), Some(format), Access::ReadWrite)
+        .map_err(CreateError::OpenDestination)
+        .and_then(|destination| {
+            copy_nonzero_chunks(&source, &destination)?;
+            destination.flush().map_err(CreateError::WriteDestination)
+        });
+    if let Err(error) = copied {
+        let _ = std::fs::remove_file(disk);
+        return Err(error);
+    }
 
     if requested < destination_size {
         warn(&format!(
@@ -337,11 +344,23 @@ pub fn parse_disk_type(argument: &str) -> (Format, &str) {
     }
 }
 
-/// Returns whether `path` is a readable file starting with the qcow2 magic.
+/// Returns whether `path` is a readable regular file starting with the
+/// qcow2 magic. Opening does not block, so a FIFO is just "not qcow2".
 fn has_qcow2_magic(path: &Path) -> bool {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut magic = [0u8; 4];
-    std::fs::File::open(PathBuf::from(path))
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(PathBuf::from(path))
+        .and_then(|file| {
+            if file.metadata()?.is_file() {
+                Ok(file)
+            } else {
+                Err(std::io::ErrorKind::InvalidInput.into())
+            }
+        })
         .and_then(|mut file| file.read_exact(&mut magic))
         .is_ok_and(|()| magic == *b"QFI\xfb")
 }

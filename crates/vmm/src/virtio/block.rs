@@ -813,7 +813,10 @@ mod tests {
             let read = h.request(
                 VIRTIO_BLK_T_IN,
                 8,
-                &[writable(DATA + 0x50000, 1024), writable(DATA + 0x60000, 3584)],
+                &[
+                    writable(DATA + 0x50000, 1024),
+                    writable(DATA + 0x60000, 3584),
+                ],
             );
             assert_eq!(read, (4609, VIRTIO_BLK_S_OK), "{format:?} split read");
             let mut split = h.bytes(DATA + 0x50000, 1024);
