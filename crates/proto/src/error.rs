@@ -56,5 +56,41 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    without_errno(&text)
+}
+
+/// Removes the " (os error N)" that Rust appends to system error texts,
+/// so that messages read as err(3) prints them.
+pub fn without_errno(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(" (os error ") {
+        let after = &rest[start + " (os error ".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        plain.push_str(&rest[..start]);
+        if digits > 0 && after[digits..].starts_with(')') {
+            rest = &after[digits + 1..];
+        } else {
+            plain.push_str(" (os error ");
+            rest = after;
+        }
+    }
+    plain.push_str(rest);
+    plain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_suffixes_are_removed() {
+        assert_eq!(
+            without_errno("a: No such file or directory (os error 2): b (os error 13)"),
+            "a: No such file or directory: b"
+        );
+        assert_eq!(without_errno("kept (os error x)"), "kept (os error x)");
+        let io = std::io::Error::from_raw_os_error(2);
+        assert_eq!(error_chain(&io), "No such file or directory");
+    }
 }

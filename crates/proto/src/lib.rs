@@ -32,7 +32,7 @@ mod messages;
 pub mod units;
 
 pub use channel::{Channel, ChannelError, Header, MAX_FDS, MAX_MESSAGE_BYTES, Message, Received};
-pub use error::{ErrorCode, error_chain};
+pub use error::{ErrorCode, error_chain, without_errno};
 pub use messages::*;
 
 /// Default path of vmd's control socket.

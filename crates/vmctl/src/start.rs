@@ -154,12 +154,7 @@ fn open_boot_file(path: &Path, what: &str) -> Result<File, String> {
 }
 
 fn plain(error: &std::io::Error) -> String {
-    error
-        .to_string()
-        .split(" (os error")
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    proto::without_errno(&error.to_string())
 }
 
 /// Parses `-m`: at least 1M, at most 128G, rounded down to a MiB.
