@@ -535,3 +535,109 @@ fn console_input_reaches_guest_and_tilde_dot_leaves() {
     assert!(console.wait().unwrap().success());
     wait_for_state(&daemon, "echo", "stopped");
 }
+
+// Runs `vmd -d ARGS` with an empty vm.conf to its end, for starts that
+// must fail.
+fn vmd_fails(args: &[&str]) -> vmd_tests::CommandOutput {
+    let dir = TempDir::new("vmd-fails");
+    let config = write_config(&dir, "");
+    let output = std::process::Command::new(vmd_tests::bin("vmd"))
+        .arg("-d")
+        .arg("-f")
+        .arg(&config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("vmd runs");
+    vmd_tests::CommandOutput::from(output)
+}
+
+#[test]
+fn second_vmd_on_a_socket_is_refused() {
+    let daemon = Daemon::start();
+    let socket = daemon.socket_args()[1].clone();
+    let out = vmd_fails(&["-s", &socket]);
+    assert_eq!(
+        out.stderr,
+        format!("vmd: control socket {socket}: another vmd is running on this socket\n")
+    );
+    assert_eq!(out.code, 1);
+    // The first daemon still answers.
+    assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+#[test]
+fn file_in_place_of_the_socket_is_kept() {
+    let dir = TempDir::new("socket-file");
+    let path = dir.path().join("vmd.sock");
+    std::fs::write(&path, "precious\n").unwrap();
+    let out = vmd_fails(&["-s", path.to_str().unwrap()]);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "vmd: control socket {}: exists and is not a socket\n",
+            path.display()
+        )
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious\n");
+}
+
+#[test]
+fn socket_owner_sets_the_socket_owner_and_vmd_removes_it() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("socket-owner");
+    let config = write_config(&dir, "socket owner 65534:65534\n");
+    let daemon = Daemon::start_with_config(&config);
+    let socket = std::path::PathBuf::from(&daemon.socket_args()[1]);
+    let metadata = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        (metadata.uid(), metadata.gid(), metadata.mode() & 0o7777),
+        (65534, 65534, 0o660)
+    );
+    drop(daemon);
+    assert!(!socket.exists(), "{} is left behind", socket.display());
+}
+
+#[test]
+fn clients_over_the_limit_are_told_so() {
+    let daemon = Daemon::start();
+    let socket = std::path::PathBuf::from(&daemon.socket_args()[1]);
+    let address = nix::sys::socket::UnixAddr::new(&socket).unwrap();
+    let mut held = Vec::new();
+    // vmd serves 256 clients at once.
+    for _ in 0..256 {
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address).unwrap();
+        held.push(fd);
+    }
+    // Let vmd accept them all before the next one comes.
+    std::thread::sleep(Duration::from_millis(200));
+    let out = daemon.vmctl(&["status"]);
+    assert_eq!(out.stderr, "vmctl: too many connections\n");
+    assert_eq!(out.code, 1);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+#[test]
+fn status_of_thousands_of_vms_arrives_whole() {
+    let dir = TempDir::new("many-vms");
+    let kernel = tiny("idle");
+    let text: String = (0..3000)
+        .map(|i| format!("vm \"v{i}\" {{ disable\n boot \"{kernel}\" }}\n"))
+        .collect();
+    let config = write_config(&dir, &text);
+    let daemon = Daemon::start_with_config(&config);
+    let out = daemon.vmctl(&["status"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 3001);
+    assert!(out.stdout.ends_with(" v2999\n"), "{}", &out.stdout[out.stdout.len() - 200..]);
+}

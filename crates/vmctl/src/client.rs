@@ -14,7 +14,13 @@ pub struct Client {
 impl Client {
     /// Connects to the control socket at `path`.
     pub fn connect(path: &Path) -> Result<Client, String> {
-        let fail = |e: std::io::Error| format!("connect: {}: {e}", path.display());
+        let fail = |e: std::io::Error| {
+            format!(
+                "connect: {}: {}",
+                path.display(),
+                proto::without_errno(&e.to_string())
+            )
+        };
         let address = SocketAddrUnix::new(path).map_err(|e| fail(e.into()))?;
         let socket = socket_with(
             AddressFamily::UNIX,
@@ -31,9 +37,22 @@ impl Client {
 
     /// Sends `request` with `fds` attached.
     pub fn send(&self, request: &ControlRequest, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
-        self.channel
-            .send(0, request, fds)
-            .map_err(|e| format!("cannot send the request to vmd: {e}"))
+        self.channel.send(0, request, fds).map_err(|e| {
+            // vmd may have said why it closed the connection (too many
+            // clients) before the request went out.
+            if let Ok(Some(Received {
+                message: ControlResponse::Error(reply),
+                ..
+            })) = self.channel.recv::<ControlResponse>()
+                && !reply.detail.is_empty()
+            {
+                return reply.detail;
+            }
+            format!(
+                "cannot send the request to vmd: {}",
+                proto::without_errno(&e.to_string())
+            )
+        })
     }
 
     /// Waits for the next reply.
@@ -53,6 +72,9 @@ impl Client {
             match self.receive()? {
                 ControlResponse::Status(status) => list.push(status),
                 ControlResponse::StatusEnd => return Ok(list),
+                ControlResponse::Error(reply) if !reply.detail.is_empty() => {
+                    return Err(reply.detail);
+                }
                 _ => return Err("unexpected response received from vmd".to_string()),
             }
         }
@@ -61,10 +83,5 @@ impl Client {
 
 /// The C library's text for errno `code`, as err(3) prints it.
 pub fn strerror(code: ErrorCode) -> String {
-    std::io::Error::from_raw_os_error(code.0)
-        .to_string()
-        .split(" (os error")
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    proto::without_errno(&std::io::Error::from_raw_os_error(code.0).to_string())
 }

@@ -1,30 +1,31 @@
-//! The control process: owns the control socket, identifies each client
-//! by its peer credentials, and relays requests to the parent and replies
-//! back.
+//! The control process: accepts clients on the control socket (which the
+//! parent created and handed over), identifies each client by its peer
+//! credentials, and relays requests to the parent and replies back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use nix::poll::PollTimeout;
+use nix::poll::{PollFlags, PollTimeout};
 use proto::{
-    Channel, ControlRequest, ControlResponse, ControlToParent, Credentials, ErrorCode, ErrorReply,
-    ParentToControl, Received,
+    Channel, ChannelError, ControlRequest, ControlResponse, ControlToParent, Credentials,
+    ErrorCode, ErrorReply, ParentToControl, Received,
 };
-use rustix::net::{
-    AddressFamily, SocketAddrUnix, SocketFlags, SocketType, accept_with, bind, connect, listen,
-    socket_with, sockopt,
-};
+use rustix::net::{SocketFlags, accept_with, sockopt};
 
 use crate::privsep;
 
-/// Clients served at once; more connections are closed on accept.
+/// Clients served at once; more connections are told so and closed.
 const MAX_CLIENTS: usize = 256;
+
+/// Replies held for one client that reads slowly; past this many it is
+/// dropped. A status of every VM is one reply per VM.
+const MAX_QUEUED_REPLIES: usize = 65_536;
 
 struct Client {
     channel: Channel,
     credentials: Credentials,
+    /// Replies the socket had no room for yet, oldest first.
+    queued: VecDeque<ControlResponse>,
 }
 
 struct Control {
@@ -35,7 +36,7 @@ struct Control {
 }
 
 /// Runs the control role; returns the process exit status.
-pub fn main(flags: &crate::Flags) -> i32 {
+pub fn main() -> i32 {
     let parent = match privsep::inherited_channel() {
         Ok(channel) => channel,
         Err(e) => {
@@ -43,10 +44,10 @@ pub fn main(flags: &crate::Flags) -> i32 {
             return 1;
         }
     };
-    let listener = match open_socket(&flags.socket) {
+    let listener = match privsep::inherited_socket(privsep::CHILD_EXTRA_FD) {
         Ok(listener) => listener,
         Err(e) => {
-            log::error!("{}: {e}", flags.socket.display());
+            log::error!("cannot take the control socket: {e}");
             return 1;
         }
     };
@@ -56,47 +57,14 @@ pub fn main(flags: &crate::Flags) -> i32 {
         clients: BTreeMap::new(),
         next_client_id: 1,
     };
-    let code = control.run();
-    let _ = std::fs::remove_file(&flags.socket);
-    code
-}
-
-fn open_socket(path: &Path) -> std::io::Result<OwnedFd> {
-    let address = SocketAddrUnix::new(path)?;
-    if path.exists() {
-        // A socket someone answers on belongs to a running vmd; anything
-        // else is left over from one that died.
-        let probe = socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
-        if connect(&probe, &address).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another vmd is running on this socket",
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
-    bind(&listener, &address)?;
-    // Owner root, mode 0660, as OpenBSD's vmd creates its socket.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    listen(&listener, 16)?;
-    Ok(listener)
+    control.run()
 }
 
 enum Ready {
     Parent,
     Listener,
     Client(u32),
+    Writable(u32),
 }
 
 impl Control {
@@ -118,6 +86,7 @@ impl Control {
                     }
                     Ready::Listener => self.accept(),
                     Ready::Client(id) => self.handle_client(id),
+                    Ready::Writable(id) => self.flush(id),
                 }
             }
         }
@@ -125,17 +94,27 @@ impl Control {
 
     fn wait(&self) -> nix::Result<Vec<Ready>> {
         let mut sources = vec![
-            (Ready::Parent, self.parent.as_fd()),
-            (Ready::Listener, self.listener.as_fd()),
+            (Ready::Parent, self.parent.as_fd(), PollFlags::POLLIN),
+            (Ready::Listener, self.listener.as_fd(), PollFlags::POLLIN),
         ];
         for (&id, client) in &self.clients {
-            sources.push((Ready::Client(id), client.channel.as_fd()));
+            sources.push((Ready::Client(id), client.channel.as_fd(), PollFlags::POLLIN));
+            if !client.queued.is_empty() {
+                sources.push((
+                    Ready::Writable(id),
+                    client.channel.as_fd(),
+                    PollFlags::POLLOUT,
+                ));
+            }
         }
-        crate::event::wait_ready(sources, PollTimeout::NONE)
+        crate::event::wait_for(sources, PollTimeout::NONE)
     }
 
     fn accept(&mut self) {
-        let socket = match accept_with(&self.listener, SocketFlags::CLOEXEC) {
+        // Clients are non-blocking: one that stops reading its replies is
+        // dropped instead of stalling every other client.
+        let socket = match accept_with(&self.listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)
+        {
             Ok(socket) => socket,
             Err(e) => {
                 log::debug!("accept failed: {e}");
@@ -144,6 +123,9 @@ impl Control {
         };
         if self.clients.len() >= MAX_CLIENTS {
             log::warn!("too many clients ({MAX_CLIENTS}); closing a new connection");
+            let reply =
+                ControlResponse::Error(ErrorReply::new(ErrorCode::BUSY, "too many connections"));
+            let _ = Channel::from_fd(socket).send(0, &reply, &[]);
             return;
         }
         let credentials = match sockopt::socket_peercred(&socket) {
@@ -164,6 +146,7 @@ impl Control {
             Client {
                 channel: Channel::from_fd(socket),
                 credentials,
+                queued: VecDeque::new(),
             },
         );
     }
@@ -218,11 +201,39 @@ impl Control {
         };
         let id = received.header.peer_id;
         let ParentToControl::Reply(reply) = received.message;
-        if let Some(client) = self.clients.get(&id)
-            && client.channel.send(0, &reply, &[]).is_err()
-        {
-            self.drop_client(id);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.queued.push_back(reply);
+            if client.queued.len() > MAX_QUEUED_REPLIES {
+                log::warn!(
+                    "client {id} (uid {}) does not read its replies; dropping it",
+                    client.credentials.uid
+                );
+                self.drop_client(id);
+            } else {
+                self.flush(id);
+            }
         }
         true
+    }
+
+    // Sends a client's queued replies until its socket is full; the rest
+    // wait for the socket to become writable.
+    fn flush(&mut self, id: u32) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        while let Some(reply) = client.queued.front() {
+            match client.channel.send(0, reply, &[]) {
+                Ok(()) => {
+                    client.queued.pop_front();
+                }
+                Err(ChannelError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::debug!("client {id}: {e}");
+                    self.drop_client(id);
+                    return;
+                }
+            }
+        }
     }
 }

@@ -12,11 +12,26 @@ pub fn wait_ready<T>(
     sources: Vec<(T, BorrowedFd<'_>)>,
     timeout: PollTimeout,
 ) -> nix::Result<Vec<T>> {
-    let (tags, fds): (Vec<T>, Vec<BorrowedFd<'_>>) = sources.into_iter().unzip();
-    let mut poll_fds: Vec<PollFd> = fds
+    let sources = sources
         .into_iter()
-        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .map(|(tag, fd)| (tag, fd, PollFlags::POLLIN))
         .collect();
+    wait_for(sources, timeout)
+}
+
+/// Waits until at least one descriptor of `sources` has one of its events
+/// (or hung up), or `timeout` passes; returns the tags of the ready ones,
+/// in order. An interrupted wait returns no tags.
+pub fn wait_for<T>(
+    sources: Vec<(T, BorrowedFd<'_>, PollFlags)>,
+    timeout: PollTimeout,
+) -> nix::Result<Vec<T>> {
+    let mut tags = Vec::with_capacity(sources.len());
+    let mut poll_fds = Vec::with_capacity(sources.len());
+    for (tag, fd, events) in sources {
+        tags.push(tag);
+        poll_fds.push(PollFd::new(fd, events));
+    }
     match poll(&mut poll_fds, timeout) {
         Ok(_) => {}
         Err(nix::Error::EINTR) => return Ok(Vec::new()),

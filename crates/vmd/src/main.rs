@@ -6,6 +6,7 @@ mod event;
 mod logger;
 mod parent;
 mod privsep;
+mod socket;
 mod vm;
 mod vmm;
 
@@ -51,7 +52,7 @@ fn main() {
         Some(role) => {
             logger::init(role.log_prefix(), flags.debug, flags.verbose);
             match role {
-                privsep::Role::Control => control::main(&flags),
+                privsep::Role::Control => control::main(),
                 privsep::Role::Vmm => vmm::main(&flags),
                 privsep::Role::Vm => vm::main(),
             }

@@ -166,7 +166,7 @@ impl Vmm {
             });
             return;
         }
-        let (child, channel) = match privsep::spawn(Role::Vm, &self.child_args) {
+        let (child, channel) = match privsep::spawn(Role::Vm, &self.child_args, None) {
             Ok(spawned) => spawned,
             Err(e) => {
                 log::error!("vm {}: cannot start a vm process: {e}", spec.name);

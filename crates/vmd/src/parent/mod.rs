@@ -57,6 +57,18 @@ pub fn main(flags: &crate::Flags) -> i32 {
     for warning in &loaded.warnings {
         eprintln!("{warning}");
     }
+    let owner = loaded.config.globals.socket_owner.as_ref();
+    let socket = match crate::socket::ControlSocket::create(
+        &flags.socket,
+        owner.map_or(0, |owner| owner.value.uid()),
+        owner.and_then(|owner| owner.value.gid()).unwrap_or(0),
+    ) {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!("vmd: control socket {}: {e}", flags.socket.display());
+            return 1;
+        }
+    };
     if !flags.debug
         && let Err(e) = nix::unistd::daemon(false, false)
     {
@@ -79,8 +91,10 @@ pub fn main(flags: &crate::Flags) -> i32 {
     for _ in 0..flags.verbose {
         args.push("-v".to_string());
     }
-    let spawned = privsep::spawn(Role::Vmm, &args)
-        .and_then(|vmm| Ok((vmm, privsep::spawn(Role::Control, &args)?)));
+    let spawned = privsep::spawn(Role::Vmm, &args, None).and_then(|vmm| {
+        let control = privsep::spawn(Role::Control, &args, Some(socket.listener.as_fd()))?;
+        Ok((vmm, control))
+    });
     let ((mut vmm_child, vmm), (mut control_child, control)) = match spawned {
         Ok(children) => children,
         Err(e) => {
@@ -103,6 +117,7 @@ pub fn main(flags: &crate::Flags) -> i32 {
     drop(parent);
     let _ = vmm_child.wait();
     let _ = control_child.wait();
+    drop(socket);
     log::info!("exiting");
     code
 }
