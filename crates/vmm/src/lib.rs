@@ -37,6 +37,7 @@ pub mod pci;
 pub mod vcpu;
 pub mod virtio;
 mod vm;
+pub mod warnings;
 
 pub use devices::serial::ConsoleOutput;
 pub use exit::{ResetCause, VmExit};

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::irq::{IrqError, IrqRouting, MsiVector};
+use crate::warnings::WarningBudget;
 
 /// Bytes per MSI-X table entry.
 pub const MSIX_ENTRY_BYTES: u64 = 16;
@@ -27,6 +28,7 @@ pub struct MsixTable {
     routing: Arc<IrqRouting>,
     enabled: bool,
     function_masked: bool,
+    warnings: WarningBudget,
 }
 
 impl MsixTable {
@@ -45,6 +47,7 @@ impl MsixTable {
             ],
             vectors,
             routing,
+            warnings: WarningBudget::default(),
             enabled: false,
             function_masked: false,
         })
@@ -135,7 +138,8 @@ impl MsixTable {
                 .routing
                 .set_msi_route(vector.gsi(), entry.address, entry.data)
         {
-            log::warn!("msix: vector {index}: {e}");
+            self.warnings
+                .warn("msix", format_args!("vector {index}: {e}"));
         }
         vector.set_masked(masked);
     }

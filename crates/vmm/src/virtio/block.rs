@@ -20,6 +20,7 @@ use super::{
     Worker,
 };
 use crate::memory::GuestMemoryMmap;
+use crate::warnings::WarningBudget;
 
 /// Entries of the request queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -151,7 +152,7 @@ impl VirtioDevice for Block {
                 memory: context.memory,
                 disk: self.disk.clone(),
                 id: self.id,
-                warnings_left: MAX_WARNINGS,
+                warnings: WarningBudget::default(),
                 segments: Vec::with_capacity(8),
                 data: Vec::with_capacity(8),
             },
@@ -165,10 +166,6 @@ impl VirtioDevice for Block {
     }
 }
 
-/// Guest-triggered warnings logged per device, so a guest cannot flood
-/// the log.
-const MAX_WARNINGS: u32 = 16;
-
 struct BlockHandler {
     queue: ActiveQueue,
     requests: RequestServer,
@@ -181,7 +178,7 @@ struct RequestServer {
     memory: Arc<GuestMemoryMmap>,
     disk: Arc<Disk>,
     id: [u8; ID_BYTES],
-    warnings_left: u32,
+    warnings: WarningBudget,
     // Reused for every request, so that serving one allocates nothing.
     segments: Vec<Segment>,
     data: Vec<Segment>,
@@ -624,10 +621,8 @@ impl RequestServer {
             log::error!("{}: request {head}: {error}", self.name);
             return;
         }
-        if self.warnings_left > 0 {
-            self.warnings_left -= 1;
-            log::warn!("{}: request {head}: {error}", self.name);
-        }
+        self.warnings
+            .warn(&self.name, format_args!("request {head}: {error}"));
     }
 }
 
@@ -638,11 +633,11 @@ impl QueueHandler for BlockHandler {
         let result = self
             .queue
             .serve(&memory, |chain| requests.serve_chain(chain));
-        if let Err(e) = result
-            && self.requests.warnings_left > 0
-        {
-            self.requests.warnings_left -= 1;
-            log::warn!("{}: bad available ring: {e}", self.requests.name);
+        if let Err(e) = result {
+            let requests = &mut self.requests;
+            requests
+                .warnings
+                .warn(&requests.name, format_args!("bad available ring: {e}"));
         }
     }
 

@@ -31,6 +31,7 @@ use crate::memory::GuestMemoryMmap;
 use crate::pci::PciDevice;
 use crate::pci::config::{PciConfiguration, PciIdentity};
 use crate::pci::msix::{MSIX_ENTRY_BYTES, MsixTable};
+use crate::warnings::WarningBudget;
 
 /// Size of BAR 0.
 pub const BAR_SIZE: u32 = 0x4000;
@@ -117,6 +118,8 @@ pub struct VirtioPciDevice {
     // Notification eventfds registered with KVM while the device runs,
     // with the address each one is registered at.
     ioeventfds: Vec<(EventFd, u64)>,
+    // What the driver did wrong, logged a limited number of times.
+    warnings: WarningBudget,
 }
 
 impl VirtioPciDevice {
@@ -175,6 +178,7 @@ impl VirtioPciDevice {
         let msix_capability = add_msix_capability(&mut config, vector_count);
 
         Ok(VirtioPciDevice {
+            warnings: WarningBudget::default(),
             name: placement.name,
             config,
             msix_capability,
@@ -322,10 +326,9 @@ impl VirtioPciDevice {
             if unknown != 0 || self.driver_features & VIRTIO_F_VERSION_1 == 0 {
                 // A FEATURES_OK bit left clear means the feature set is
                 // unusable (virtio 1.2 §3.1.1).
-                log::warn!(
-                    "{}: driver features 0x{:x} rejected",
-                    self.name,
-                    self.driver_features
+                self.warnings.warn(
+                    &self.name,
+                    format_args!("driver features 0x{:x} rejected", self.driver_features),
                 );
                 status &= !STATUS_FEATURES_OK;
             }
@@ -345,13 +348,15 @@ impl VirtioPciDevice {
                     queues,
                 };
                 if let Err(e) = self.device.activate(context) {
-                    log::warn!("{}: cannot activate: {e}", self.name);
+                    self.warnings
+                        .warn(&self.name, format_args!("cannot activate: {e}"));
                     self.unregister_ioeventfds();
                     self.status |= STATUS_DEVICE_NEEDS_RESET;
                 }
             }
             Err(reason) => {
-                log::warn!("{}: cannot activate: {reason}", self.name);
+                self.warnings
+                    .warn(&self.name, format_args!("cannot activate: {reason}"));
                 self.unregister_ioeventfds();
                 self.status |= STATUS_DEVICE_NEEDS_RESET;
             }
@@ -595,9 +600,9 @@ impl PciDevice for VirtioPciDevice {
         if self.config.bar_address(0) != old_bar && !self.ioeventfds.is_empty() {
             // The driver moved or disabled the BAR while running: the
             // notifications must follow or the device would go deaf.
-            log::warn!(
-                "{}: BAR moved while the device runs; resetting it",
-                self.name
+            self.warnings.warn(
+                &self.name,
+                format_args!("BAR moved while the device runs; resetting it"),
             );
             self.reset();
             self.status = STATUS_DEVICE_NEEDS_RESET;

@@ -10,6 +10,7 @@ use super::{
     ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_RNG, VirtioDevice, Worker,
 };
 use crate::memory::GuestMemoryMmap;
+use crate::warnings::WarningBudget;
 
 const QUEUE_SIZE: u16 = 256;
 /// Bytes served per request at most, so one request cannot keep the
@@ -69,7 +70,7 @@ impl VirtioDevice for Rng {
         let handler = RngHandler {
             memory: context.memory,
             queue,
-            bad_request_logged: false,
+            warnings: WarningBudget::default(),
         };
         self.worker = Some(Worker::spawn("viornd", handler).map_err(ActivateError::SpawnWorker)?);
         Ok(())
@@ -83,7 +84,7 @@ impl VirtioDevice for Rng {
 struct RngHandler {
     memory: Arc<GuestMemoryMmap>,
     queue: ActiveQueue,
-    bad_request_logged: bool,
+    warnings: WarningBudget,
 }
 
 impl RngHandler {
@@ -119,23 +120,18 @@ impl RngHandler {
 impl QueueHandler for RngHandler {
     fn process_queue(&mut self, _index: usize) {
         let memory = self.memory.clone();
-        let bad_request_logged = &mut self.bad_request_logged;
+        let warnings = &mut self.warnings;
         let result = self.queue.serve(&memory, |chain| {
             let head = chain.head_index();
             let (written, error) = RngHandler::fill_chain(&memory, chain);
-            if let Some(error) = error
-                && !*bad_request_logged
-            {
-                *bad_request_logged = true;
-                log::warn!("viornd: request {head}: {error}");
+            if let Some(error) = error {
+                warnings.warn("viornd", format_args!("request {head}: {error}"));
             }
             written
         });
-        if let Err(e) = result
-            && !self.bad_request_logged
-        {
-            self.bad_request_logged = true;
-            log::warn!("viornd: bad available ring: {e}");
+        if let Err(e) = result {
+            self.warnings
+                .warn("viornd", format_args!("bad available ring: {e}"));
         }
     }
 
