@@ -300,7 +300,16 @@ fn configured_vms_start_when_enabled() {
     // rejected before vmd is asked.
     let out = daemon.vmctl(&["start", "manual", "-m", "64M"]);
     assert_eq!(out.stderr, "vmctl: no kernel or disk/cdrom specified\n");
-    let out = daemon.vmctl(&["start", "manual"]);
+    // An unknown name has nothing to boot; an unknown id names no VM.
+    let out = daemon.vmctl(&["start", "nosuch"]);
+    assert_eq!(out.stderr, "vmctl: could not open disk image(s)\n");
+    let out = daemon.vmctl(&["start", "99"]);
+    assert_eq!(
+        out.stderr,
+        "vmctl: start vm command failed: No such file or directory\n"
+    );
+    // A configured VM starts by its id too.
+    let out = daemon.vmctl(&["start", "2"]);
     assert!(
         out.stderr.starts_with("vmctl: started vm 2 successfully"),
         "{out:?}"
@@ -428,6 +437,29 @@ fn fifo_kernel_and_disk_are_refused_without_hanging() {
     );
     assert_eq!(out.code, 1);
     assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
+}
+
+#[test]
+fn failed_start_keeps_an_existing_vm() {
+    let daemon = Daemon::start();
+    let dir = TempDir::new("keep");
+    let image = dir.path().join("a.raw");
+    disk::create_raw(&image, 1 << 20).unwrap();
+    let kernel = tiny("idle");
+    let disk_arg = image.to_str().unwrap();
+    let start = ["-b", &kernel, "-m", "32M", "-d", disk_arg];
+    let out = daemon.vmctl(&[&["start", "keep"][..], &start[..]].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    daemon.vmctl(&["stop", "-f", "-w", "keep"]);
+    let out = daemon.vmctl(&[&["start", "holder"][..], &start[..]].concat());
+    assert_eq!(out.code, 0, "{out:?}");
+    // The image is locked now, so this start fails in vmd.
+    let out = daemon.vmctl(&[&["start", "keep"][..], &start[..]].concat());
+    assert_eq!(out.code, 1, "{out:?}");
+    let status = daemon.vmctl(&["status", "keep"]).stdout;
+    assert!(status.ends_with(" stopped keep\n"), "{status}");
+    assert!(status.contains("\n    1 "), "{status}");
+    daemon.vmctl(&["stop", "-f", "holder"]);
 }
 
 #[test]
@@ -639,5 +671,9 @@ fn status_of_thousands_of_vms_arrives_whole() {
     let out = daemon.vmctl(&["status"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 3001);
-    assert!(out.stdout.ends_with(" v2999\n"), "{}", &out.stdout[out.stdout.len() - 200..]);
+    assert!(
+        out.stdout.ends_with(" v2999\n"),
+        "{}",
+        &out.stdout[out.stdout.len() - 200..]
+    );
 }

@@ -56,9 +56,18 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
             proto::check_vm_name(&name).map_err(|e| e.to_string())?;
             name
         }
-        proto::VmTarget::Id(_) => {
-            return Err("starting a VM by id needs vm.conf, which is not read yet".to_string());
-        }
+        // vmd knows VMs by name; an id names a VM it already has.
+        proto::VmTarget::Id(id) => Client::connect(socket)?
+            .status()?
+            .into_iter()
+            .find(|vm| vm.id == id)
+            .map(|vm| vm.name)
+            .ok_or_else(|| {
+                format!(
+                    "start vm command failed: {}",
+                    strerror(ErrorCode::NOT_FOUND)
+                )
+            })?,
     };
     if args.disks.len() > MAX_DISKS {
         return Err("too many disks".to_string());

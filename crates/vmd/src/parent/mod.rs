@@ -263,7 +263,9 @@ impl Parent {
         while let Ok(Some(info)) = signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGTERM | Signal::SIGINT) => self.begin_shutdown(),
-                Ok(Signal::SIGHUP) => log::info!("reload requested; vm.conf is not read yet"),
+                Ok(Signal::SIGHUP) => {
+                    log::warn!("reload requested; reloading vm.conf is not supported yet")
+                }
                 Ok(Signal::SIGCHLD) => {
                     for child in children.iter_mut() {
                         if let Ok(Some(status)) = child.try_wait() {

@@ -58,6 +58,9 @@ impl Parent {
         if let Err(e) = proto::check_vm_name(&request.name) {
             return Err(ErrorReply::new(ErrorCode::INVALID, e.to_string()));
         }
+        if self.shutdown_deadline.is_some() {
+            return Err(ErrorReply::new(ErrorCode::BUSY, "vmd is shutting down"));
+        }
         let expected_fds =
             usize::from(request.kernel.is_some()) + usize::from(request.initrd.is_some());
         if fds.len() != expected_fds {
@@ -79,7 +82,7 @@ impl Parent {
             || request.cmdline.is_some()
             || !request.disks.is_empty();
 
-        let id = match self.registry.find_name(&request.name) {
+        let (id, created) = match self.registry.find_name(&request.name) {
             Some(id) => {
                 let vm = self.registry.get_mut(id).expect("found by name");
                 if vm.lifecycle != Lifecycle::Stopped {
@@ -102,7 +105,7 @@ impl Parent {
                     }
                 }
                 vm.uid = credentials.uid;
-                id
+                (id, false)
             }
             None => {
                 if credentials.uid != 0 {
@@ -112,12 +115,16 @@ impl Parent {
                     return Err(ErrorReply::new(ErrorCode::INVALID, "too many disks"));
                 }
                 if kernel.is_none() {
-                    let code = if has_options {
-                        ErrorCode::INVALID
-                    } else {
-                        ErrorCode::DISK_MISSING
-                    };
-                    return Err(ErrorReply::new(code, "no kernel or disk/cdrom specified"));
+                    // OpenBSD's replies: a bare unknown name has no devices
+                    // at all ("could not open disk image(s)" in vmctl).
+                    if has_options {
+                        return Err(ErrorReply::new(
+                            ErrorCode::INVALID,
+                            "no kernel or disk/cdrom specified",
+                        ));
+                    }
+                    log::warn!("vm {}: invalid configuration, no devices", request.name);
+                    return Err(ErrorReply::new(ErrorCode::DISK_MISSING, ""));
                 }
                 let id = self.registry.claim_id(&request.name, credentials.uid);
                 let mut definition = VmDefinition {
@@ -138,7 +145,7 @@ impl Parent {
                 update_definition(&mut definition, &request, kernel, initrd);
                 self.registry
                     .insert(VmEntry::new(id, request.name.clone(), definition));
-                id
+                (id, true)
             }
         };
 
@@ -146,13 +153,10 @@ impl Parent {
         self.staggered.remove(id);
         self.registry.get_mut(id).expect("found above").queued = false;
         if let Err(error) = self.start_vm(id) {
-            // As when the vm process fails: a VM that vmctl defined and
-            // that never came up is forgotten.
-            if self
-                .registry
-                .get_mut(id)
-                .is_some_and(|vm| vm.definition.origin == Origin::Vmctl)
-            {
+            // A VM this request defined, and that never came up, is
+            // forgotten; one that existed before keeps its id and its
+            // restart count.
+            if created {
                 self.registry.remove(id);
             }
             return Err(error);
