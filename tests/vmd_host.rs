@@ -677,3 +677,27 @@ fn status_of_thousands_of_vms_arrives_whole() {
         &out.stdout[out.stdout.len() - 200..]
     );
 }
+
+#[test]
+fn usage_errors_exit_1_and_a_full_stderr_is_no_panic() {
+    let run = |program: &str, args: &[&str], stderr: std::process::Stdio| {
+        std::process::Command::new(vmd_tests::bin(program))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .status()
+            .expect("runs")
+            .code()
+    };
+    let null = std::process::Stdio::null;
+    assert_eq!(run("vmctl", &["bogus"], null()), Some(1));
+    assert_eq!(run("vmd", &["-x"], null()), Some(1));
+    let dir = TempDir::new("full-stderr");
+    let bad = write_config(&dir, "vm \"a\" {\n");
+    let bad = bad.to_str().unwrap();
+    let full = || std::fs::File::options().write(true).open("/dev/full").unwrap().into();
+    assert_eq!(run("vmd", &["-n", "-f", bad], full()), Some(1));
+    assert_eq!(run("vmd", &["-d", "-f", bad], full()), Some(1));
+    assert_eq!(run("vmctl", &["-s", "/nonexistent/sock", "status"], full()), Some(1));
+}

@@ -103,7 +103,7 @@ pub fn attach(tty: &str) -> Result<(), String> {
     let interactive = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
     let raw_mode = if interactive {
         let raw_mode = RawMode::enter();
-        eprint!("Connected to {tty} (type ~. to leave)\r\n");
+        proto::report!("Connected to {tty} (type ~. to leave)\r\n");
         raw_mode
     } else {
         None
@@ -111,7 +111,7 @@ pub fn attach(tty: &str) -> Result<(), String> {
     let result = copy_loop(&mut pty, interactive);
     drop(raw_mode);
     if interactive {
-        eprintln!("\n[EOT]");
+        proto::reportln!("\n[EOT]");
     }
     result
 }

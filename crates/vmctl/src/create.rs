@@ -144,12 +144,12 @@ fn errno_text(error: &disk::Error) -> String {
 pub fn run_command(args: &CreateArgs) -> Result<(), String> {
     match run(args) {
         Ok(line) => {
-            eprintln!("vmctl: {line}");
+            proto::reportln!("vmctl: {line}");
             Ok(())
         }
         Err(error) if error.prints_usage() => {
-            eprintln!("{error}");
-            eprintln!("usage:\tvmctl [-v] {USAGE}");
+            proto::reportln!("{error}");
+            proto::reportln!("usage:\tvmctl [-v] {USAGE}");
             Err(String::new())
         }
         Err(error) => Err(message(&error)),
@@ -160,7 +160,7 @@ pub fn run_command(args: &CreateArgs) -> Result<(), String> {
 /// prefix. Returns the success line without the prefix, for example
 /// `qcow2 imagefile created`.
 pub fn run(args: &CreateArgs) -> Result<String, CreateError> {
-    run_with_warnings(args, &mut |warning| eprintln!("vmctl: {warning}"))
+    run_with_warnings(args, &mut |warning| proto::reportln!("vmctl: {warning}"))
 }
 
 /// Runs `vmctl create`, passing each warning to `warn`.

@@ -60,7 +60,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, as OpenBSD's usage() does; help exits 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match &cli.command {
         Command::Console { id } => console::run(&cli.socket, id),
         Command::Create(args) => create::run_command(args),
@@ -72,7 +83,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             if !message.is_empty() {
-                eprintln!("vmctl: {message}");
+                proto::reportln!("vmctl: {message}");
             }
             ExitCode::FAILURE
         }

@@ -49,7 +49,11 @@ pub struct StartArgs {
 
 /// Runs `vmctl start`.
 pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
-    let memory_bytes = args.memory.as_deref().map(parse_memory).transpose()?;
+    let memory_bytes = args
+        .memory
+        .as_deref()
+        .map(|text| parse_memory(text, &mut |warning| proto::reportln!("vmctl: {warning}")))
+        .transpose()?;
     let vcpus = args.cpus.as_deref().map(parse_cpus).transpose()?;
     let name = match crate::parse_target(&args.id)? {
         proto::VmTarget::Name(name) => {
@@ -118,7 +122,7 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
                 drop(client);
                 return crate::console::attach(&tty);
             }
-            eprintln!("vmctl: started vm {id} successfully, tty {tty}");
+            proto::reportln!("vmctl: started vm {id} successfully, tty {tty}");
             Ok(())
         }
         ControlResponse::Error(error) => Err(start_error(&name, error)),
@@ -166,8 +170,9 @@ fn plain(error: &std::io::Error) -> String {
     proto::without_errno(&error.to_string())
 }
 
-/// Parses `-m`: at least 1M, at most 128G, rounded down to a MiB.
-pub fn parse_memory(text: &str) -> Result<u64, String> {
+/// Parses `-m`: at least 1M, at most 128G, rounded down to a MiB, with a
+/// warning passed to `warn` when that changes it (as OpenBSD's vmctl).
+pub fn parse_memory(text: &str, warn: &mut dyn FnMut(&str)) -> Result<u64, String> {
     let bytes = scan_scaled(text).map_err(|e| format!("invalid memory size: {text}: {e}"))?;
     if bytes < MIB {
         return Err("memory size must be at least 1MB".to_string());
@@ -178,7 +183,11 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
             fmt_scaled(MAX_MEMORY_BYTES)
         ));
     }
-    Ok(bytes / MIB * MIB)
+    let rounded = bytes / MIB * MIB;
+    if rounded != bytes {
+        warn(&format!("memory size rounded to {}", fmt_scaled(rounded)));
+    }
+    Ok(rounded)
 }
 
 /// Parses `-d [raw:|qcow2:]path` into an absolute path and a format.
@@ -209,22 +218,25 @@ mod tests {
 
     #[test]
     fn memory_is_rounded_down_to_mib() {
-        assert_eq!(parse_memory("1.5M"), Ok(MIB));
-        assert_eq!(parse_memory("512M"), Ok(512 * MIB));
+        let mut warnings = Vec::new();
+        let mut warn = |warning: &str| warnings.push(warning.to_string());
+        assert_eq!(parse_memory("1.5M", &mut warn), Ok(MIB));
+        assert_eq!(parse_memory("512M", &mut warn), Ok(512 * MIB));
+        assert_eq!(warnings, ["memory size rounded to 1.0M"]);
     }
 
     #[test]
     fn memory_limits_have_openbsd_messages() {
         assert_eq!(
-            parse_memory("512K"),
+            parse_memory("512K", &mut |_| {}),
             Err("memory size must be at least 1MB".to_string())
         );
         assert_eq!(
-            parse_memory("129G"),
+            parse_memory("129G", &mut |_| {}),
             Err("memory size too large (limit is 128G)".to_string())
         );
         assert_eq!(
-            parse_memory("lots"),
+            parse_memory("lots", &mut |_| {}),
             Err("invalid memory size: lots: Invalid argument".to_string())
         );
     }

@@ -22,7 +22,14 @@ pub fn run(socket: &Path, args: &StatusArgs) -> Result<(), String> {
     let target = args.id.as_deref().map(crate::parse_target).transpose()?;
     let list = Client::connect(socket)?.status()?;
     let (table, shown) = format_table(&list, target.as_ref(), args.running_only);
-    print!("{table}");
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(table.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("stdout: {}", proto::without_errno(&e.to_string())))?;
+    }
     // As on OpenBSD: exit 1 (without a message) only when the list, after
     // -r, is empty, not when the id matches nothing.
     if shown == 0 {

@@ -47,8 +47,8 @@ pub fn run(socket: &Path, args: &StopArgs) -> Result<(), String> {
 fn stop_one(socket: &Path, target: VmTarget, args: &StopArgs) -> Result<bool, String> {
     let client = Client::connect(socket)?;
     match &target {
-        VmTarget::Name(name) => eprint!("stopping vm {name}: "),
-        VmTarget::Id(_) => eprint!("stopping vm: "),
+        VmTarget::Name(name) => proto::report!("stopping vm {name}: "),
+        VmTarget::Id(_) => proto::report!("stopping vm: "),
     }
     let request = StopRequest {
         target,
@@ -63,7 +63,7 @@ fn stop_one(socket: &Path, target: VmTarget, args: &StopArgs) -> Result<bool, St
         ControlResponse::Error(error) => (stop_error(error.code), false),
         _ => ("unexpected response received from vmd".to_string(), false),
     };
-    eprintln!("{line}");
+    proto::reportln!("{line}");
     Ok(ok)
 }
 

@@ -46,7 +46,14 @@ struct Flags {
 }
 
 fn main() {
-    let flags = Flags::parse();
+    // Usage errors exit 1, as OpenBSD's usage() does; help exits 0.
+    let flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(error) => {
+            let _ = error.print();
+            std::process::exit(i32::from(error.use_stderr()));
+        }
+    };
     let code = match flags.role {
         None => parent::main(&flags),
         Some(role) => {

@@ -290,7 +290,7 @@ fn missing_base_names_the_file() {
     assert_eq!(
         message(&error),
         format!(
-            "disk {}: cannot open image: No such file or directory (os error 2)",
+            "disk {}: cannot open image: No such file or directory",
             scratch.path("gone.qcow2")
         )
     );
@@ -406,7 +406,7 @@ fn input_errors_match_openbsd() {
     assert_eq!(
         message(&run_collecting(&missing).0.unwrap_err()),
         format!(
-            "failed to open source image file: disk {}: cannot open image: No such file or directory (os error 2)",
+            "failed to open source image file: disk {}: cannot open image: No such file or directory",
             scratch.path("gone.raw")
         )
     );

@@ -40,7 +40,7 @@ pub fn main(flags: &crate::Flags) -> i32 {
         return check_config(flags);
     }
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("vmd: need root privileges");
+        proto::reportln!("vmd: need root privileges");
         return 1;
     }
     // The configuration is read before vmd detaches, so that errors reach
@@ -49,13 +49,13 @@ pub fn main(flags: &crate::Flags) -> i32 {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for diagnostic in diagnostics {
-                eprintln!("{diagnostic}");
+                proto::reportln!("{diagnostic}");
             }
             return 1;
         }
     };
     for warning in &loaded.warnings {
-        eprintln!("{warning}");
+        proto::reportln!("{warning}");
     }
     let owner = loaded.config.globals.socket_owner.as_ref();
     let socket = match crate::socket::ControlSocket::create(
@@ -65,14 +65,14 @@ pub fn main(flags: &crate::Flags) -> i32 {
     ) {
         Ok(socket) => socket,
         Err(e) => {
-            eprintln!("vmd: control socket {}: {e}", flags.socket.display());
+            proto::reportln!("vmd: control socket {}: {e}", flags.socket.display());
             return 1;
         }
     };
     if !flags.debug
         && let Err(e) = nix::unistd::daemon(false, false)
     {
-        eprintln!("vmd: cannot become a daemon: {e}");
+        proto::reportln!("vmd: cannot become a daemon: {e}");
         return 1;
     }
     crate::logger::init("parent", flags.debug, flags.verbose);
@@ -141,7 +141,7 @@ fn warn_about_small_pages() {
 
 fn check_config(flags: &crate::Flags) -> i32 {
     let report = vmconf::check(flags.config.as_deref(), &flags.defines, flags.verbose > 0);
-    eprint!("{}", report.text);
+    proto::report!("{}", report.text);
     if report.ok { 0 } else { 1 }
 }
 

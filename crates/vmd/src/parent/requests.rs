@@ -395,10 +395,7 @@ impl Parent {
 
 /// Returns the text of an I/O error without Rust's " (os error N)" suffix.
 fn io_error_text(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(errno) => nix::Error::from_raw(errno).desc().to_string(),
-        None => error.to_string(),
-    }
+    proto::without_errno(&error.to_string())
 }
 
 fn update_definition(
