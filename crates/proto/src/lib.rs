@@ -65,6 +65,25 @@ pub fn check_vm_name(name: &str) -> Result<(), VmNameError> {
     }
 }
 
+/// Writes to stderr like `eprint!`, but ignores a failed write: a full or
+/// broken stderr must not turn an error report into a panic.
+#[macro_export]
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes a line to stderr like `eprintln!`, ignoring a failed write.
+#[macro_export]
+macro_rules! reportln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(test)]
 mod name_tests {
     use super::*;
@@ -88,23 +107,4 @@ mod name_tests {
         assert_eq!(check_vm_name(&"a".repeat(63)), Ok(()));
         assert_eq!(check_vm_name(&"a".repeat(64)), Err(VmNameError::TooLong));
     }
-}
-
-/// Writes to stderr like `eprint!`, but ignores a failed write: a full or
-/// broken stderr must not turn an error report into a panic.
-#[macro_export]
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-/// Writes a line to stderr like `eprintln!`, ignoring a failed write.
-#[macro_export]
-macro_rules! reportln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
 }
