@@ -701,3 +701,32 @@ fn usage_errors_exit_1_and_a_full_stderr_is_no_panic() {
     assert_eq!(run("vmd", &["-d", "-f", bad], full()), Some(1));
     assert_eq!(run("vmctl", &["-s", "/nonexistent/sock", "status"], full()), Some(1));
 }
+
+#[test]
+fn second_console_on_a_vm_is_refused() {
+    let daemon = Daemon::start();
+    let kernel = tiny("idle");
+    let out = daemon.vmctl(&["start", "one", "-b", &kernel, "-m", "32M"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let tty = out.stderr.trim_end().rsplit(' ').next().unwrap().to_string();
+    let mut first = daemon.spawn_vmctl(&["console", "one"]);
+    // Wait until the first session holds its lock on the pty.
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&tty).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|line| line.contains("FLOCK") && line.contains(&format!(":{inode} ")))
+    {
+        assert!(Instant::now() < deadline, "the first console took no lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = daemon.vmctl(&["console", "one"]);
+    assert_eq!(
+        second.stderr,
+        format!("vmctl: {tty}: console is in use by another vmctl\n")
+    );
+    assert_eq!(second.code, 1);
+    daemon.vmctl(&["stop", "-f", "one"]);
+    first.wait().unwrap();
+}

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 
@@ -94,12 +94,21 @@ impl EscapeScanner {
 
 /// Connects the terminal to the pty at `tty` until `~.` or the VM ends.
 pub fn attach(tty: &str) -> Result<(), String> {
-    let mut pty = File::options()
+    let pty = File::options()
         .read(true)
         .write(true)
         .custom_flags(OFlag::O_NOCTTY.bits())
         .open(tty)
-        .map_err(|e| format!("{tty}: {e}"))?;
+        .map_err(|e| format!("{tty}: {}", proto::without_errno(&e.to_string())))?;
+    // One console session at a time, as cu's lock file ensures on
+    // OpenBSD: two readers would each get half of the output.
+    let mut pty = match Flock::lock(pty, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            return Err(format!("{tty}: console is in use by another vmctl"));
+        }
+        Err((_, e)) => return Err(format!("{tty}: cannot lock: {}", e.desc())),
+    };
     let interactive = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
     let raw_mode = if interactive {
         let raw_mode = RawMode::enter();
