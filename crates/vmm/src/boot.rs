@@ -51,9 +51,10 @@ pub enum BootError {
     /// The bzImage has no 64-bit entry point.
     #[error("kernel has no 64-bit entry point (XLF_KERNEL_64 is not set)")]
     No64BitEntry,
-    /// linux-loader rejected the kernel.
-    #[error("cannot load the kernel")]
-    LoadKernel(#[source] linux_loader::loader::Error),
+    /// linux-loader rejected the kernel. Its message already names the
+    /// inner cause, so the cause is not also chained as a source.
+    #[error("cannot load the kernel: {0}")]
+    LoadKernel(linux_loader::loader::Error),
     /// The kernel and its working space do not fit in guest memory.
     #[error(
         "memory size {memory_mib}M is too small for the kernel, which needs at least {needed_mib}M"
