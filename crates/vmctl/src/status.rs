@@ -82,9 +82,10 @@ pub fn format_table(
         }
         owner.truncate(15);
         let pid = vm.pid.map_or("-".to_string(), |pid| pid.to_string());
+        // Nothing measured yet (a vm process still starting) shows as "-".
         let used = vm
             .used_bytes
-            .filter(|_| running)
+            .filter(|&bytes| running && bytes > 0)
             .map_or("-".to_string(), fmt_scaled);
         // /dev/pts/3 is shown as pts/3: the bare number OpenBSD's basename
         // rule would print says little on Linux.

@@ -424,8 +424,9 @@ impl Parent {
         vm.pid = None;
         if reason == VmExitReason::Reboot && !stopping {
             log::info!("vm {}: rebooting", vm.name);
+            let name = vm.name.clone();
             if let Err(error) = self.start_vm(id) {
-                log::warn!("vm {id}: restart failed: {}", error.detail);
+                log::warn!("vm {name}: restart failed: {}", error.detail);
                 self.finish_stop(id);
             }
             return;
