@@ -57,6 +57,7 @@ fn main() {
     let code = match flags.role {
         None => parent::main(&flags),
         Some(role) => {
+            privsep::set_process_name();
             logger::init(role.log_prefix(), flags.debug, flags.verbose);
             match role {
                 privsep::Role::Control => control::main(),

@@ -48,11 +48,12 @@ impl Role {
     }
 }
 
-/// Starts `role` as a child process with `args`, and `extra` as its
-/// descriptor [`CHILD_EXTRA_FD`]; returns the child and the parent's end of
-/// its channel.
+/// Starts `role` as a child process named `title` in ps (its argv\[0\]),
+/// with `args`, and `extra` as its descriptor [`CHILD_EXTRA_FD`]; returns
+/// the child and the parent's end of its channel.
 pub fn spawn(
     role: Role,
+    title: &str,
     args: &[String],
     extra: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<(Child, Channel)> {
@@ -61,7 +62,7 @@ pub fn spawn(
     let raw = theirs.as_raw_fd();
     let extra_raw = extra.map(|fd| fd.as_raw_fd());
     let mut command = Command::new("/proc/self/exe");
-    command.arg("--role").arg(role.arg()).args(args);
+    command.arg0(title).arg("--role").arg(role.arg()).args(args);
     // SAFETY: the closure runs in the child between fork and exec and calls
     // only dup and fcntl, which are async-signal-safe. `raw` and
     // `extra_raw` stay open in the parent until spawn returns, so they are
@@ -99,6 +100,12 @@ pub fn spawn(
     let child = command.spawn()?;
     drop(theirs);
     Ok((child, ours))
+}
+
+/// Names this process "vmd" in ps -e and top, instead of "exe", which it
+/// was started as.
+pub fn set_process_name() {
+    let _ = nix::sys::prctl::set_name(c"vmd");
 }
 
 /// Takes the channel a parent handed this process as descriptor 3.

@@ -166,7 +166,12 @@ impl Vmm {
             });
             return;
         }
-        let (child, channel) = match privsep::spawn(Role::Vm, &self.child_args, None) {
+        let (child, channel) = match privsep::spawn(
+            Role::Vm,
+            &format!("vmd: vm/{}", spec.name),
+            &self.child_args,
+            None,
+        ) {
             Ok(spawned) => spawned,
             Err(e) => {
                 log::error!("vm {}: cannot start a vm process: {e}", spec.name);

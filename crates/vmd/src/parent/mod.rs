@@ -91,8 +91,13 @@ pub fn main(flags: &crate::Flags) -> i32 {
     for _ in 0..flags.verbose {
         args.push("-v".to_string());
     }
-    let spawned = privsep::spawn(Role::Vmm, &args, None).and_then(|vmm| {
-        let control = privsep::spawn(Role::Control, &args, Some(socket.listener.as_fd()))?;
+    let spawned = privsep::spawn(Role::Vmm, "vmd: vmm", &args, None).and_then(|vmm| {
+        let control = privsep::spawn(
+            Role::Control,
+            "vmd: control",
+            &args,
+            Some(socket.listener.as_fd()),
+        )?;
         Ok((vmm, control))
     });
     let ((mut vmm_child, vmm), (mut control_child, control)) = match spawned {
