@@ -696,10 +696,19 @@ fn usage_errors_exit_1_and_a_full_stderr_is_no_panic() {
     let dir = TempDir::new("full-stderr");
     let bad = write_config(&dir, "vm \"a\" {\n");
     let bad = bad.to_str().unwrap();
-    let full = || std::fs::File::options().write(true).open("/dev/full").unwrap().into();
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+            .into()
+    };
     assert_eq!(run("vmd", &["-n", "-f", bad], full()), Some(1));
     assert_eq!(run("vmd", &["-d", "-f", bad], full()), Some(1));
-    assert_eq!(run("vmctl", &["-s", "/nonexistent/sock", "status"], full()), Some(1));
+    assert_eq!(
+        run("vmctl", &["-s", "/nonexistent/sock", "status"], full()),
+        Some(1)
+    );
 }
 
 #[test]
@@ -708,7 +717,13 @@ fn second_console_on_a_vm_is_refused() {
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "one", "-b", &kernel, "-m", "32M"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let tty = out.stderr.trim_end().rsplit(' ').next().unwrap().to_string();
+    let tty = out
+        .stderr
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let mut first = daemon.spawn_vmctl(&["console", "one"]);
     // Wait until the first session holds its lock on the pty.
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&tty).unwrap());

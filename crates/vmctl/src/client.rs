@@ -3,7 +3,9 @@
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
-use proto::{Channel, ControlRequest, ControlResponse, ErrorCode, Received, VmStatus};
+use proto::{
+    Channel, ChannelError, ControlRequest, ControlResponse, ErrorCode, Received, VmStatus,
+};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, connect, socket_with};
 
 /// A connection to vmd.
@@ -57,10 +59,22 @@ impl Client {
 
     /// Waits for the next reply.
     pub fn receive(&self) -> Result<ControlResponse, String> {
-        match self.channel.recv::<ControlResponse>() {
+        let mut received = self.channel.recv::<ControlResponse>();
+        // A vmd that closed the connection with our request unread (too
+        // many clients) resets it; Linux reports the reset before the reply
+        // that is still queued, and hands out the reply on the next call.
+        if let Err(ChannelError::Io(e)) = &received
+            && e.kind() == std::io::ErrorKind::ConnectionReset
+        {
+            received = self.channel.recv::<ControlResponse>();
+        }
+        match received {
             Ok(Some(Received { message, .. })) => Ok(message),
             Ok(None) => Err("vmd closed the connection".to_string()),
-            Err(e) => Err(format!("unexpected response received from vmd: {e}")),
+            Err(e) => Err(format!(
+                "unexpected response received from vmd: {}",
+                proto::without_errno(&e.to_string())
+            )),
         }
     }
 
