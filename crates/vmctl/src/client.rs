@@ -40,8 +40,8 @@ impl Client {
     /// Sends `request` with `fds` attached.
     pub fn send(&self, request: &ControlRequest, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
         self.channel.send(0, request, fds).map_err(|e| {
-            // vmd may have said why it closed the connection (too many
-            // clients) before the request went out.
+            // vmd may have sent the reason it closed the connection (too
+            // many clients) before the request went out.
             if let Ok(Some(Received {
                 message: ControlResponse::Error(reply),
                 ..

@@ -60,7 +60,7 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
             proto::check_vm_name(&name).map_err(|e| e.to_string())?;
             name
         }
-        // vmd knows VMs by name; an id names a VM it already has.
+        // vmd looks VMs up by name, so an id is resolved through the status list.
         proto::VmTarget::Id(id) => Client::connect(socket)?
             .status()?
             .into_iter()

@@ -14,7 +14,8 @@ use rustix::net::{SocketFlags, accept_with, sockopt};
 
 use crate::privsep;
 
-/// Clients served at once; more connections are told so and closed.
+/// Clients served at once. Further connections get an error reply and are
+/// closed.
 const MAX_CLIENTS: usize = 256;
 
 /// Replies held for one client that reads slowly; past this many it is

@@ -21,9 +21,9 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Creates the socket at `path`, owned by `uid`:`gid` with mode 0660,
-    /// as OpenBSD's vmd does. A socket file that nobody answers on is left
-    /// over from a vmd that died and is replaced; any other file is left
-    /// alone and reported.
+    /// as OpenBSD's vmd does. A socket file that accepts no connection is
+    /// left over from a vmd that died, so it is replaced. Any other file is
+    /// left alone and reported.
     pub fn create(path: &Path, uid: u32, gid: u32) -> io::Result<ControlSocket> {
         let address = SocketAddrUnix::new(path)?;
         match std::fs::symlink_metadata(path) {
