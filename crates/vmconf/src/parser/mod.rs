@@ -112,7 +112,7 @@ pub(crate) fn describe(kind: &TokenKind) -> String {
 }
 
 /// Formats "unknown X "word"" with a suggestion, or the list of choices.
-pub(crate) fn unknown_word_message(subject: &str, word: &str, choices: &[&str]) -> String {
+fn unknown_word_message(subject: &str, word: &str, choices: &[&str]) -> String {
     match suggest::closest(word, choices.iter().copied()) {
         Some(best) => format!("unknown {subject} \"{word}\", did you mean \"{best}\"?"),
         None => format!(
@@ -359,6 +359,25 @@ impl Parser {
                 "syntax error: expected {expected}, found {}",
                 describe(&other)
             ),
+        };
+        self.error(cursor, token.line, message)
+    }
+
+    /// The error for a token that is none of a block's options: a keyword
+    /// or word gets the closest of `choices` suggested, anything else is a
+    /// syntax error expecting `expected`.
+    fn unknown_option(
+        &mut self,
+        cursor: &Cursor<'_>,
+        token: Token,
+        subject: &str,
+        choices: &[&str],
+        expected: &str,
+    ) -> Stop {
+        let message = match &token.kind {
+            TokenKind::Keyword(keyword) => unknown_word_message(subject, keyword.as_str(), choices),
+            TokenKind::Word(word) => unknown_word_message(subject, word, choices),
+            _ => return self.syntax_error(cursor, token, expected),
         };
         self.error(cursor, token.line, message)
     }

@@ -1,6 +1,6 @@
 //! `switch NAME { ... }` blocks.
 
-use super::{Cursor, Parsed, Parser, Stop, unknown_word_message};
+use super::{Cursor, Parsed, Parser};
 use crate::config::Switch;
 use crate::lexer::{Keyword, TokenKind};
 use crate::values;
@@ -127,17 +127,15 @@ impl Parser {
             TokenKind::Keyword(Keyword::Rdomain) => {
                 switch.rdomain = Some(self.parse_rdomain(cursor)?);
             }
-            TokenKind::Keyword(keyword) => {
-                let message =
-                    unknown_word_message("switch option", keyword.as_str(), SWITCH_OPTIONS);
-                return Err(self.error(cursor, line, message));
+            _ => {
+                return Err(self.unknown_option(
+                    cursor,
+                    token,
+                    "switch option",
+                    SWITCH_OPTIONS,
+                    "a switch option",
+                ));
             }
-            TokenKind::Word(word) => {
-                let message = unknown_word_message("switch option", &word, SWITCH_OPTIONS);
-                return Err(self.error(cursor, line, message));
-            }
-            TokenKind::Invalid => return Err(Stop::Skip),
-            _ => return Err(self.syntax_error(cursor, token, "a switch option")),
         }
         Ok(())
     }

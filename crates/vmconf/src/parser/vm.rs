@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Cursor, INTERFACE_BLOCK, Parsed, Parser, Stop, unknown_word_message};
+use super::{Cursor, INTERFACE_BLOCK, Parsed, Parser};
 use crate::config::{
     AllowInstance, BootDevice, Disk, DiskFormat, Interface, MAX_CPUS, MAX_DISKS, MAX_INTERFACES, Vm,
 };
@@ -172,16 +172,15 @@ impl Parser {
             TokenKind::Word(ref word) if word == "cmdline" => {
                 self.parse_cmdline(cursor, state, line)?
             }
-            TokenKind::Keyword(keyword) => {
-                let message = unknown_word_message("vm option", keyword.as_str(), VM_OPTIONS);
-                return Err(self.error(cursor, line, message));
+            _ => {
+                return Err(self.unknown_option(
+                    cursor,
+                    token,
+                    "vm option",
+                    VM_OPTIONS,
+                    "a vm option",
+                ));
             }
-            TokenKind::Word(word) => {
-                let message = unknown_word_message("vm option", &word, VM_OPTIONS);
-                return Err(self.error(cursor, line, message));
-            }
-            TokenKind::Invalid => return Err(Stop::Skip),
-            _ => return Err(self.syntax_error(cursor, token, "a vm option")),
         }
         Ok(())
     }
@@ -544,17 +543,15 @@ impl Parser {
             }
             TokenKind::Keyword(Keyword::Up) => interface.up = true,
             TokenKind::Keyword(Keyword::Down) => interface.up = false,
-            TokenKind::Keyword(keyword) => {
-                let message =
-                    unknown_word_message("interface option", keyword.as_str(), INTERFACE_OPTIONS);
-                return Err(self.error(cursor, line, message));
+            _ => {
+                return Err(self.unknown_option(
+                    cursor,
+                    token,
+                    "interface option",
+                    INTERFACE_OPTIONS,
+                    "an interface option",
+                ));
             }
-            TokenKind::Word(word) => {
-                let message = unknown_word_message("interface option", &word, INTERFACE_OPTIONS);
-                return Err(self.error(cursor, line, message));
-            }
-            TokenKind::Invalid => return Err(Stop::Skip),
-            _ => return Err(self.syntax_error(cursor, token, "an interface option")),
         }
         Ok(())
     }
@@ -641,21 +638,15 @@ impl Parser {
             TokenKind::Keyword(Keyword::Cdrom) => allow.cdrom = true,
             TokenKind::Keyword(Keyword::Instance) => allow.instance = true,
             TokenKind::Keyword(Keyword::Owner) => allow.owner = Some(self.parse_owner(cursor)?),
-            TokenKind::Keyword(keyword) => {
-                let message = unknown_word_message(
+            _ => {
+                return Err(self.unknown_option(
+                    cursor,
+                    token,
                     "instance permission",
-                    keyword.as_str(),
                     INSTANCE_PERMISSIONS,
-                );
-                return Err(self.error(cursor, token.line, message));
+                    "an instance permission",
+                ));
             }
-            TokenKind::Word(word) => {
-                let message =
-                    unknown_word_message("instance permission", &word, INSTANCE_PERMISSIONS);
-                return Err(self.error(cursor, token.line, message));
-            }
-            TokenKind::Invalid => return Err(Stop::Skip),
-            _ => return Err(self.syntax_error(cursor, token, "an instance permission")),
         }
         Ok(())
     }
