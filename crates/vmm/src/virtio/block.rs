@@ -648,7 +648,7 @@ impl QueueHandler for BlockHandler {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use disk::{Access, Format};
 
@@ -740,16 +740,13 @@ mod tests {
         fn submit(&mut self, buffers: &[Buffer]) -> (u32, u8) {
             let head = self.driver.add_request(&self.memory, buffers).unwrap();
             self.notify.write(1).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                if let Some((used_head, len)) = self.driver.pop_used(&self.memory) {
-                    assert_eq!(used_head, head);
-                    let status: u8 = self.memory.read_obj(GuestAddress(STATUS)).unwrap();
-                    return (len, status);
-                }
-                assert!(Instant::now() < deadline, "request {head} never completed");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            let (used_head, len) = self
+                .driver
+                .wait_used(&self.memory, Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("request {head} never completed"));
+            assert_eq!(used_head, head);
+            let status: u8 = self.memory.read_obj(GuestAddress(STATUS)).unwrap();
+            (len, status)
         }
 
         fn request(&mut self, kind: u32, sector: u64, data: &[Buffer]) -> (u32, u8) {

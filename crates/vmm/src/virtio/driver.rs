@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering, fence};
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
@@ -230,5 +231,20 @@ impl QueueDriver {
             self.free.extend(indices);
         }
         Some((id as u16, len))
+    }
+
+    /// Waits up to `timeout` for the next used entry, checking every
+    /// millisecond; returns None if none came.
+    pub fn wait_used(&mut self, memory: &GuestMemoryMmap, timeout: Duration) -> Option<(u16, u32)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(used) = self.pop_used(memory) {
+                return Some(used);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

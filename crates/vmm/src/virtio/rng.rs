@@ -157,7 +157,7 @@ fn fill_random(buffer: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use vm_memory::GuestAddress;
 
@@ -183,18 +183,20 @@ mod tests {
         }
     }
 
-    fn wait_used(harness: &mut Harness) -> (u16, u32) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(used) = harness.driver.pop_used(&harness.memory) {
-                return used;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the device did not complete the request"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+    // Offers `buffer` as a one-buffer request; returns the used length the
+    // device reported.
+    fn submit(harness: &mut Harness, buffer: Buffer) -> u32 {
+        let head = harness
+            .driver
+            .add_request(&harness.memory, &[buffer])
+            .unwrap();
+        harness.notify.write(1).unwrap();
+        let (used_head, len) = harness
+            .driver
+            .wait_used(&harness.memory, Duration::from_secs(5))
+            .expect("the device did not complete the request");
+        assert_eq!(used_head, head);
+        len
     }
 
     #[test]
@@ -205,12 +207,7 @@ mod tests {
             len: 4000,
             device_writable: true,
         };
-        let head = harness
-            .driver
-            .add_request(&harness.memory, &[buffer])
-            .unwrap();
-        harness.notify.write(1).unwrap();
-        assert_eq!(wait_used(&mut harness), (head, 4000));
+        assert_eq!(submit(&mut harness, buffer), 4000);
         let mut bytes = vec![0u8; 4000];
         harness
             .memory
@@ -228,12 +225,7 @@ mod tests {
             len: 128 * 1024,
             device_writable: true,
         };
-        let head = harness
-            .driver
-            .add_request(&harness.memory, &[buffer])
-            .unwrap();
-        harness.notify.write(1).unwrap();
-        assert_eq!(wait_used(&mut harness), (head, MAX_BYTES_PER_REQUEST));
+        assert_eq!(submit(&mut harness, buffer), MAX_BYTES_PER_REQUEST);
     }
 
     #[test]
@@ -244,11 +236,6 @@ mod tests {
             len: 64,
             device_writable: false,
         };
-        let head = harness
-            .driver
-            .add_request(&harness.memory, &[buffer])
-            .unwrap();
-        harness.notify.write(1).unwrap();
-        assert_eq!(wait_used(&mut harness), (head, 0));
+        assert_eq!(submit(&mut harness, buffer), 0);
     }
 }
