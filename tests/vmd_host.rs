@@ -37,8 +37,7 @@ fn status_without_vms_prints_header_and_fails() {
     let daemon = Daemon::start();
     let out = daemon.vmctl(&["status"]);
     assert_eq!(out.stdout, HEADER);
-    assert_eq!(out.stderr, "");
-    assert_eq!(out.code, 1);
+    out.assert_failed("");
 }
 
 #[test]
@@ -91,11 +90,7 @@ fn starting_running_vm_is_already_in_progress() {
         0
     );
     let out = daemon.vmctl(&["start", "dup", "-b", &kernel, "-m", "32M"]);
-    assert_eq!(
-        out.stderr,
-        "vmctl: start vm command failed: Operation already in progress\n"
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: start vm command failed: Operation already in progress\n");
     daemon.vmctl(&["stop", "-f", "dup"]);
 }
 
@@ -143,16 +138,14 @@ fn stop_of_guest_ignoring_power_button_stops_it() {
     assert_eq!(out.stderr, "stopping vm deaf: requested to shutdown vm 1\n");
     wait_for_state(&daemon, "deaf", "stopped");
     let out = daemon.vmctl(&["stop", "deaf"]);
-    assert_eq!(out.stderr, "stopping vm deaf: failed: Invalid argument\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("stopping vm deaf: failed: Invalid argument\n");
 }
 
 #[test]
 fn stop_of_unknown_vm_is_not_found() {
     let daemon = Daemon::start();
     let out = daemon.vmctl(&["stop", "nope"]);
-    assert_eq!(out.stderr, "stopping vm nope: vm not found\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("stopping vm nope: vm not found\n");
 }
 
 #[test]
@@ -181,11 +174,9 @@ fn guest_reboot_restarts_until_rate_limit() {
 fn missing_kernel_is_reported_by_vmctl() {
     let daemon = Daemon::start();
     let out = daemon.vmctl(&["start", "k", "-b", "/nonexistent/kernel"]);
-    assert_eq!(
-        out.stderr,
-        "vmctl: cannot open kernel '/nonexistent/kernel': No such file or directory\n"
+    out.assert_failed(
+        "vmctl: cannot open kernel '/nonexistent/kernel': No such file or directory\n",
     );
-    assert_eq!(out.code, 1);
 }
 
 #[test]
@@ -195,11 +186,7 @@ fn kernel_that_is_not_linux_is_rejected() {
     let path = dir.path().join("kernel");
     std::fs::write(&path, vec![0x5a; 8192]).unwrap();
     let out = daemon.vmctl(&["start", "bad", "-b", path.to_str().unwrap()]);
-    assert_eq!(
-        out.stderr,
-        "vmctl: start bad: kernel is not a bzImage or ELF vmlinux\n"
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: start bad: kernel is not a bzImage or ELF vmlinux\n");
     // A VM that never started is forgotten.
     assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
 }
@@ -209,11 +196,7 @@ fn memory_too_small_for_kernel_is_rejected() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "small", "-b", &kernel, "-m", "8M"]);
-    assert_eq!(
-        out.stderr,
-        "vmctl: start small: memory size 8M is too small for the kernel, which needs at least 17M\n"
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: start small: memory size 8M is too small for the kernel, which needs at least 17M\n");
 }
 
 #[test]
@@ -221,8 +204,7 @@ fn bad_memory_size_is_rejected_by_vmctl() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "m", "-b", &kernel, "-m", "512K"]);
-    assert_eq!(out.stderr, "vmctl: memory size must be at least 1MB\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: memory size must be at least 1MB\n");
 }
 
 #[test]
@@ -230,8 +212,7 @@ fn invalid_vm_name_is_rejected() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "-b", &kernel, "--", "-bad"]);
-    assert_eq!(out.stderr, "vmctl: invalid VM name\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: invalid VM name\n");
 }
 
 #[test]
@@ -253,11 +234,7 @@ fn missing_dev_kvm_is_reported() {
     });
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "nokvm", "-b", &kernel, "-m", "32M"]);
-    assert_eq!(
-        out.stderr,
-        "vmctl: start nokvm: /dev/kvm: No such file or directory\n"
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: start nokvm: /dev/kvm: No such file or directory\n");
 }
 
 fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
@@ -381,13 +358,9 @@ fn disk_in_use_by_another_vm_is_rejected() {
     let out = daemon.vmctl(&[
         "start", "second", "-b", &kernel, "-m", "32M", "-d", disk_arg,
     ]);
-    assert_eq!(
-        out.stderr,
-        format!(
-            "vmctl: start second: disk {disk_arg}: image is in use by another process (locked)\n"
-        )
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed(&format!(
+        "vmctl: start second: disk {disk_arg}: image is in use by another process (locked)\n"
+    ));
     daemon.vmctl(&["stop", "-f", "first"]);
 }
 
@@ -402,11 +375,9 @@ fn same_disk_twice_in_one_vm_is_rejected() {
     let out = daemon.vmctl(&[
         "start", "twice", "-b", &kernel, "-m", "32M", "-d", disk_arg, "-d", disk_arg,
     ]);
-    assert_eq!(
-        out.stderr,
-        format!("vmctl: start twice: disk {disk_arg}: attached twice\n")
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed(&format!(
+        "vmctl: start twice: disk {disk_arg}: attached twice\n"
+    ));
     assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
 }
 
@@ -424,18 +395,13 @@ fn fifo_kernel_and_disk_are_refused_without_hanging() {
     let kernel_fifo = fifo(&dir, "kernel");
     let disk_fifo = fifo(&dir, "disk");
     let out = daemon.vmctl(&["start", "f", "-b", &kernel_fifo]);
-    assert_eq!(out.stderr, "vmctl: kernel must be a regular file\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: kernel must be a regular file\n");
 
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "f", "-b", &kernel, "-m", "32M", "-d", &disk_fifo]);
-    assert_eq!(
-        out.stderr,
-        format!(
-            "vmctl: start f: disk {disk_fifo}: cannot open image: not a regular file or block device\n"
-        )
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed(&format!(
+        "vmctl: start f: disk {disk_fifo}: cannot open image: not a regular file or block device\n"
+    ));
     assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
 }
 
@@ -467,11 +433,9 @@ fn missing_disk_is_reported_by_vmctl() {
     let daemon = Daemon::start();
     let kernel = tiny("idle");
     let out = daemon.vmctl(&["start", "d", "-b", &kernel, "-d", "/nonexistent/disk.img"]);
-    assert_eq!(
-        out.stderr,
-        "vmctl: invalid disk path: /nonexistent/disk.img: No such file or directory\n"
+    out.assert_failed(
+        "vmctl: invalid disk path: /nonexistent/disk.img: No such file or directory\n",
     );
-    assert_eq!(out.code, 1);
 }
 
 #[test]
@@ -501,8 +465,7 @@ fn too_many_disks_are_rejected() {
         args.extend(["-d", "/dev/null"]);
     }
     let out = daemon.vmctl(&args);
-    assert_eq!(out.stderr, "vmctl: too many disks\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: too many disks\n");
 }
 
 // Runs `vmctl console NAME` on a new pty, as a user at a terminal would;
@@ -589,11 +552,9 @@ fn second_vmd_on_a_socket_is_refused() {
     let daemon = Daemon::start();
     let socket = daemon.socket_args()[1].clone();
     let out = vmd_fails(&["-s", &socket]);
-    assert_eq!(
-        out.stderr,
-        format!("vmd: control socket {socket}: another vmd is running on this socket\n")
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed(&format!(
+        "vmd: control socket {socket}: another vmd is running on this socket\n"
+    ));
     // The first daemon still answers.
     assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);
 }
@@ -604,14 +565,10 @@ fn file_in_place_of_the_socket_is_kept() {
     let path = dir.path().join("vmd.sock");
     std::fs::write(&path, "precious\n").unwrap();
     let out = vmd_fails(&["-s", path.to_str().unwrap()]);
-    assert_eq!(
-        out.stderr,
-        format!(
-            "vmd: control socket {}: exists and is not a socket\n",
-            path.display()
-        )
-    );
-    assert_eq!(out.code, 1);
+    out.assert_failed(&format!(
+        "vmd: control socket {}: exists and is not a socket\n",
+        path.display()
+    ));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious\n");
 }
 
@@ -652,8 +609,7 @@ fn clients_over_the_limit_are_told_so() {
     // Let vmd accept them all before the next one comes.
     std::thread::sleep(Duration::from_millis(200));
     let out = daemon.vmctl(&["status"]);
-    assert_eq!(out.stderr, "vmctl: too many connections\n");
-    assert_eq!(out.code, 1);
+    out.assert_failed("vmctl: too many connections\n");
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(daemon.vmctl(&["status"]).stdout, HEADER);

@@ -180,6 +180,16 @@ pub struct CommandOutput {
     pub code: i32,
 }
 
+impl CommandOutput {
+    /// Asserts that the command failed with exit code 1 after printing
+    /// exactly `stderr`.
+    #[track_caller]
+    pub fn assert_failed(&self, stderr: &str) {
+        assert_eq!(self.stderr, stderr);
+        assert_eq!(self.code, 1, "{self:?}");
+    }
+}
+
 impl From<std::process::Output> for CommandOutput {
     fn from(output: std::process::Output) -> CommandOutput {
         CommandOutput {
