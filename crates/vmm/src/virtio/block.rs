@@ -192,6 +192,15 @@ struct Segment {
     writable: bool,
 }
 
+impl Segment {
+    fn outside_memory(&self) -> RequestError {
+        RequestError::BadAddress {
+            address: self.address,
+            len: self.len,
+        }
+    }
+}
+
 /// The reason a request failed, which decides the status returned to the
 /// guest.
 #[derive(Debug, thiserror::Error)]
@@ -375,10 +384,7 @@ impl RequestServer {
                         &mut header[header_filled..header_filled + take],
                         GuestAddress(segment.address),
                     )
-                    .map_err(|_| RequestError::BadAddress {
-                        address: segment.address,
-                        len: segment.len,
-                    })?;
+                    .map_err(|_| segment.outside_memory())?;
                 header_filled += take;
                 segment.address += take as u64;
                 segment.len -= take as u32;
@@ -461,10 +467,7 @@ impl RequestServer {
                             &self.id[written..written + take],
                             GuestAddress(segment.address),
                         )
-                        .map_err(|_| RequestError::BadAddress {
-                            address: segment.address,
-                            len: segment.len,
-                        })?;
+                        .map_err(|_| segment.outside_memory())?;
                     written += take;
                 }
                 Ok(written as u32)
@@ -514,6 +517,16 @@ impl RequestServer {
         }
     }
 
+    // The guest memory behind `segment`, checked to lie inside it.
+    fn guest_slice(
+        &self,
+        segment: &Segment,
+    ) -> Result<vm_memory::VolatileSlice<'_, ()>, RequestError> {
+        self.memory
+            .get_slice(GuestAddress(segment.address), segment.len as usize)
+            .map_err(|_| segment.outside_memory())
+    }
+
     // Reads or writes a raw disk straight between the file and guest
     // memory with one preadv/pwritev per request (repeated after a short
     // transfer), the cheapest path there is for the most common disk.
@@ -524,17 +537,9 @@ impl RequestServer {
         offset: u64,
         direction: Direction,
     ) -> Result<(), RequestError> {
-        let slice = |segment: &Segment| {
-            self.memory
-                .get_slice(GuestAddress(segment.address), segment.len as usize)
-                .map_err(|_| RequestError::BadAddress {
-                    address: segment.address,
-                    len: segment.len,
-                })
-        };
         // One data buffer is the common case; it needs no vectors.
         if let [single] = segments {
-            let slice = slice(single)?;
+            let slice = self.guest_slice(single)?;
             let guard = slice.ptr_guard_mut();
             let mut iovecs = [libc::iovec {
                 iov_base: guard.as_ptr().cast(),
@@ -542,7 +547,10 @@ impl RequestServer {
             }];
             return transfer_iovecs(file, &mut iovecs, offset, direction);
         }
-        let slices = segments.iter().map(slice).collect::<Result<Vec<_>, _>>()?;
+        let slices = segments
+            .iter()
+            .map(|segment| self.guest_slice(segment))
+            .collect::<Result<Vec<_>, _>>()?;
         let guards: Vec<_> = slices.iter().map(|slice| slice.ptr_guard_mut()).collect();
         let mut iovecs: Vec<libc::iovec> = guards
             .iter()
@@ -562,18 +570,13 @@ impl RequestServer {
         segments: &[Segment],
         io: impl FnOnce(&[vm_memory::VolatileSlice<'_, ()>]) -> disk::Result<()>,
     ) -> Result<(), RequestError> {
-        let slice = |segment: &Segment| {
-            self.memory
-                .get_slice(GuestAddress(segment.address), segment.len as usize)
-                .map_err(|_| RequestError::BadAddress {
-                    address: segment.address,
-                    len: segment.len,
-                })
-        };
         match segments {
-            [single] => Ok(io(&[slice(single)?])?),
+            [single] => Ok(io(&[self.guest_slice(single)?])?),
             _ => {
-                let slices = segments.iter().map(slice).collect::<Result<Vec<_>, _>>()?;
+                let slices = segments
+                    .iter()
+                    .map(|segment| self.guest_slice(segment))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(io(&slices)?)
             }
         }
