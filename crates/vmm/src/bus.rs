@@ -136,10 +136,7 @@ impl Bus {
     // A guest can probe any address in a loop, so each address is logged
     // once and the set of logged addresses is bounded.
     fn log_unclaimed(&self, addr: u64, access: &str) {
-        let mut logged = match self.logged_unclaimed.lock() {
-            Ok(logged) => logged,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut logged = lock_device(&self.logged_unclaimed);
         if logged.len() < MAX_LOGGED_UNCLAIMED && logged.insert(addr) {
             let space = match self.space {
                 AddressSpace::Pio => "port",

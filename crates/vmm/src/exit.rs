@@ -68,28 +68,23 @@ impl ExitSignal {
 
     /// Blocks until an exit is recorded and returns it.
     pub fn wait(&self) -> VmExit {
-        let mut current = crate::bus::lock_device(&self.exit);
-        loop {
-            if let Some(exit) = current.as_ref() {
-                return exit.clone();
-            }
-            current = match self.changed.wait(current) {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-        }
+        let current = crate::bus::lock_device(&self.exit);
+        let current = self
+            .changed
+            .wait_while(current, |exit| exit.is_none())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current
+            .clone()
+            .expect("wait_while returns once an exit is set")
     }
 
     /// Like [`ExitSignal::wait`], but gives up after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<VmExit> {
         let current = crate::bus::lock_device(&self.exit);
-        let (current, _) = match self
+        let (current, _) = self
             .changed
             .wait_timeout_while(current, timeout, |exit| exit.is_none())
-        {
-            Ok(result) => result,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         current.clone()
     }
 }
