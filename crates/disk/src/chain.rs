@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Problem, Result};
-use crate::header::{self, BackingFormat};
+use crate::header;
 
 /// Maximum number of files in one disk's chain, the top image included
 /// (OpenBSD's VM_MAX_BASE_PER_DISK).
@@ -150,8 +150,7 @@ fn open_backing(image: &ChainFile) -> Result<Option<ChainFile>> {
         )
     })?;
     let format = match header.backing_format {
-        Some(BackingFormat::Qcow2) => Format::Qcow2,
-        Some(BackingFormat::Raw) => Format::Raw,
+        Some(format) => format,
         None => probe_format(&file, &backing_path)?,
     };
 
@@ -222,20 +221,20 @@ fn lock_file(file: &File, access: Access) -> std::result::Result<(), Problem> {
     }
 }
 
+fn stat(file: &File, path: &Path) -> Result<std::fs::Metadata> {
+    file.metadata()
+        .map_err(|source| Error::new(path, Problem::Stat(source)))
+}
+
 /// Returns (device, inode), which identifies a file however it was named.
 fn file_identity(file: &File, path: &Path) -> Result<(u64, u64)> {
-    let metadata = file
-        .metadata()
-        .map_err(|source| Error::new(path, Problem::Stat(source)))?;
+    let metadata = stat(file, path)?;
     Ok((metadata.dev(), metadata.ino()))
 }
 
 /// Returns the size of an open file in bytes.
 pub(crate) fn file_size(file: &File, path: &Path) -> Result<u64> {
-    let metadata = file
-        .metadata()
-        .map_err(|source| Error::new(path, Problem::Stat(source)))?;
-    Ok(metadata.len())
+    Ok(stat(file, path)?.len())
 }
 
 /// Returns qcow2 if the file starts with the qcow2 magic, raw otherwise.

@@ -42,7 +42,6 @@ type Layer = FormatAccess<ImagoFile>;
 /// runs alone.
 pub struct Disk {
     path: PathBuf,
-    format: Format,
     access: Access,
     size: u64,
     backend: Backend,
@@ -96,16 +95,23 @@ impl Disk {
             ));
         }
         let path = top.path.clone();
-        let format = top.format;
 
         // Build from the last base up, so each layer can take the one below
         // it as its backing image.
         let mut backing: Option<Layer> = None;
         let mut zero_clusters = false;
         while let Some(chain_file) = files.pop() {
+            if chain_file.format == Format::Raw && backing.is_some() {
+                return Err(Error::new(
+                    &chain_file.path,
+                    Problem::ChainMismatch {
+                        detail: "a raw image cannot have a backing file",
+                    },
+                ));
+            }
             let writable = files.is_empty() && access == Access::ReadWrite;
             if files.is_empty() && chain_file.format == Format::Raw {
-                return Disk::from_raw_file(chain_file, access, backing.is_some());
+                return Disk::from_raw_file(chain_file, access);
             }
             let (layer, version) = open_layer(chain_file, writable, backing)?;
             backing = Some(layer);
@@ -115,7 +121,6 @@ impl Disk {
 
         Ok(Disk {
             path,
-            format,
             access,
             size: layer.size(),
             backend: Backend::Qcow2 {
@@ -126,16 +131,8 @@ impl Disk {
     }
 
     /// Builds a disk whose top image is raw.
-    fn from_raw_file(chain_file: ChainFile, access: Access, has_backing: bool) -> Result<Disk> {
+    fn from_raw_file(chain_file: ChainFile, access: Access) -> Result<Disk> {
         let ChainFile { path, file, .. } = chain_file;
-        if has_backing {
-            return Err(Error::new(
-                &path,
-                Problem::ChainMismatch {
-                    detail: "a raw image cannot have a backing file",
-                },
-            ));
-        }
         let size = chain::file_size(&file, &path)?;
         let writable = access == Access::ReadWrite;
         let layer_file = file
@@ -145,7 +142,6 @@ impl Disk {
 
         Ok(Disk {
             path,
-            format: Format::Raw,
             access,
             size,
             backend: Backend::Raw { file, layer },
@@ -159,7 +155,10 @@ impl Disk {
 
     /// Returns the top image's format.
     pub fn format(&self) -> Format {
-        self.format
+        match self.backend {
+            Backend::Raw { .. } => Format::Raw,
+            Backend::Qcow2 { .. } => Format::Qcow2,
+        }
     }
 
     /// Returns the disk size in bytes.
@@ -324,16 +323,8 @@ impl Disk {
     /// which cannot mark clusters as zero. Freeing clusters instead would
     /// let a backing image show through.
     fn write_zero_data(&self, layer: &RwLock<Layer>, offset: u64, length: u64) -> io::Result<()> {
-        const BLOCK_BYTES: u64 = 1 << 20;
-        let zeroes = vec![0u8; BLOCK_BYTES.min(length) as usize];
         let layer = self.read_layer(layer);
-        let mut done = 0;
-        while done < length {
-            let count = (length - done).min(BLOCK_BYTES) as usize;
-            layer.write(&zeroes[..count], offset + done)?;
-            done += count as u64;
-        }
-        Ok(())
+        write_zero_blocks(offset, length, |zeroes, at| layer.write(zeroes, at))
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -366,7 +357,7 @@ impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Disk")
             .field("path", &self.path)
-            .field("format", &self.format)
+            .field("format", &self.format())
             .field("access", &self.access)
             .field("size", &self.size)
             .finish_non_exhaustive()
@@ -382,14 +373,7 @@ fn open_layer(
 ) -> Result<(Layer, Option<u32>)> {
     let ChainFile { path, format, file } = chain_file;
     if format == Format::Raw {
-        if backing.is_some() {
-            return Err(Error::new(
-                &path,
-                Problem::ChainMismatch {
-                    detail: "a raw image cannot have a backing file",
-                },
-            ));
-        }
+        // from_chain has refused a raw image with a backing file.
         return Ok((open_raw_layer(file, &path, writable)?, None));
     }
 
@@ -447,18 +431,8 @@ fn imago_file(file: File, path: &Path, writable: bool) -> Result<ImagoFile> {
 
 /// Reads a raw file at `offset`; bytes past its end read as zeroes.
 fn read_raw(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => {
-                buf[done..].fill(0);
-                break;
-            }
-            Ok(length) => done += length,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
+    let length = header::read_full_at(file, buf, offset)?;
+    buf[length..].fill(0);
     Ok(())
 }
 
@@ -478,19 +452,26 @@ fn zero_raw(file: &File, offset: u64, length: u64, mode: FallocateFlags) -> io::
         count,
     ) {
         Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EOPNOTSUPP) => write_zero_blocks(file, offset, length),
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            write_zero_blocks(offset, length, |zeroes, at| file.write_all_at(zeroes, at))
+        }
         Err(errno) => Err(errno.into()),
     }
 }
 
-/// Writes zeroes over a range of a raw file, 1 MiB at a time.
-fn write_zero_blocks(file: &File, offset: u64, length: u64) -> io::Result<()> {
+/// Writes zeroes over `offset..offset + length` with `write`, 1 MiB at a
+/// time.
+fn write_zero_blocks(
+    offset: u64,
+    length: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
     const BLOCK_BYTES: u64 = 1 << 20;
     let zeroes = vec![0u8; BLOCK_BYTES.min(length) as usize];
     let mut done = 0;
     while done < length {
         let count = (length - done).min(BLOCK_BYTES) as usize;
-        file.write_all_at(&zeroes[..count], offset + done)?;
+        write(&zeroes[..count], offset + done)?;
         done += count as u64;
     }
     Ok(())

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use crate::chain::Format;
 use crate::error::{Feature, Problem};
 
 /// The qcow2 magic, "QFI" followed by 0xfb.
@@ -41,13 +42,6 @@ const INCOMPATIBLE_EXTERNAL_DATA_FILE: u64 = 1 << 2;
 const INCOMPATIBLE_COMPRESSION_TYPE: u64 = 1 << 3;
 const INCOMPATIBLE_EXTENDED_L2: u64 = 1 << 4;
 
-/// Format of a backing file as the backing format extension names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BackingFormat {
-    Raw,
-    Qcow2,
-}
-
 /// The validated fields of a qcow2 header that the rest of the crate uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Qcow2Header {
@@ -60,7 +54,7 @@ pub(crate) struct Qcow2Header {
     pub refcount_table_clusters: u32,
     pub refcount_order: u32,
     pub backing_name: Option<String>,
-    pub backing_format: Option<BackingFormat>,
+    pub backing_format: Option<Format>,
 }
 
 impl Qcow2Header {
@@ -98,29 +92,32 @@ pub(crate) fn has_qcow2_magic(file: &File) -> Result<bool, Problem> {
 }
 
 /// Reads into `buf` at `offset` until it is full or the file ends, and
-/// returns the number of bytes read.
-fn read_up_to(
-    file: &File,
-    buf: &mut [u8],
-    offset: u64,
-    what: &'static str,
-) -> Result<usize, Problem> {
+/// returns the number of bytes read. Interrupted reads are retried.
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => break,
             Ok(length) => done += length,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Problem::ReadMetadata {
-                    what,
-                    offset,
-                    source,
-                });
-            }
+            Err(error) => return Err(error),
         }
     }
     Ok(done)
+}
+
+/// [`read_full_at`] for metadata: an error names `what` was being read.
+fn read_up_to(
+    file: &File,
+    buf: &mut [u8],
+    offset: u64,
+    what: &'static str,
+) -> Result<usize, Problem> {
+    read_full_at(file, buf, offset).map_err(|source| Problem::ReadMetadata {
+        what,
+        offset,
+        source,
+    })
 }
 
 /// Parses and validates the qcow2 header of `file`, whose size is
@@ -417,7 +414,7 @@ fn read_backing_format(
     file: &File,
     header_length: u64,
     extensions_end: u64,
-) -> Result<Option<BackingFormat>, Problem> {
+) -> Result<Option<Format>, Problem> {
     let mut offset = header_length;
     let mut backing_format = None;
 
@@ -456,11 +453,11 @@ fn read_backing_format(
 }
 
 /// Maps the backing format extension's text to a format.
-fn parse_backing_format(name: &[u8]) -> Result<BackingFormat, Problem> {
+fn parse_backing_format(name: &[u8]) -> Result<Format, Problem> {
     match name {
-        b"qcow2" => Ok(BackingFormat::Qcow2),
+        b"qcow2" => Ok(Format::Qcow2),
         // QEMU writes "file" for raw files in some versions.
-        b"raw" | b"file" => Ok(BackingFormat::Raw),
+        b"raw" | b"file" => Ok(Format::Raw),
         other => Err(Problem::UnsupportedBackingFormat(
             String::from_utf8_lossy(other).into_owned(),
         )),
