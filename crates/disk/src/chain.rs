@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, Seek};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -232,9 +232,18 @@ fn file_identity(file: &File, path: &Path) -> Result<(u64, u64)> {
     Ok((metadata.dev(), metadata.ino()))
 }
 
-/// Returns the size of an open file in bytes.
+/// Returns the size of an open image in bytes: the file's length, or the
+/// device's size for a block device, whose length stat reports as 0. All
+/// I/O here is positional, so moving the file offset to find the end is
+/// harmless.
 pub(crate) fn file_size(file: &File, path: &Path) -> Result<u64> {
-    Ok(stat(file, path)?.len())
+    let metadata = stat(file, path)?;
+    if !metadata.file_type().is_block_device() {
+        return Ok(metadata.len());
+    }
+    let mut file = file;
+    file.seek(io::SeekFrom::End(0))
+        .map_err(|source| Error::new(path, Problem::Stat(source)))
 }
 
 /// Returns qcow2 if the file starts with the qcow2 magic, raw otherwise.
