@@ -64,6 +64,13 @@ impl Qcow2Header {
     }
 }
 
+/// Returns the guest bytes one L2 table (one L1 entry) maps: the table
+/// holds cluster_size / 8 entries of one cluster each, so 2^(2 *
+/// cluster_bits - 3) bytes, at most 2^39 since cluster_bits <= 21.
+pub(crate) fn bytes_per_l2_table(cluster_bits: u32) -> u64 {
+    1u64 << (2 * cluster_bits - 3)
+}
+
 /// Reads big-endian header fields from a buffer that is known to be long
 /// enough.
 struct Fields<'a>(&'a [u8]);
@@ -304,9 +311,7 @@ fn check_l1_table(
         });
     }
 
-    // One L2 table maps cluster_size / 8 clusters, so one L1 entry maps
-    // 2^(2 * cluster_bits - 3) bytes; cluster_bits <= 21 keeps this below 2^39.
-    let bytes_per_l1_entry = 1u64 << (2 * cluster_bits - 3);
+    let bytes_per_l1_entry = bytes_per_l2_table(cluster_bits);
     let needed = size.div_ceil(bytes_per_l1_entry);
     if u64::from(l1_entries) < needed {
         return Err(Problem::L1TooSmall {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use crate::error::Problem;
-use crate::header::{Qcow2Header, check_table_in_file};
+use crate::header::{self, Qcow2Header, check_table_in_file};
 
 /// Bits 9-55 of L1, L2 and refcount table entries: a cluster offset.
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -43,7 +43,7 @@ pub(crate) fn check_tables(
         u64::from(header.l1_entries) * 8,
         "L1 table",
     )?;
-    let bytes_per_l2_table = 1u64 << (2 * header.cluster_bits - 3);
+    let bytes_per_l2_table = header::bytes_per_l2_table(header.cluster_bits);
     for (l1_index, l1_entry) in l1_table.iter().enumerate() {
         let l2_offset = l1_entry & OFFSET_MASK;
         if l2_offset == 0 {

@@ -165,26 +165,26 @@ impl Parser {
     /// Warns about VM interfaces naming a switch that no switch block
     /// defines: vmd leaves them unattached, as OpenBSD does.
     fn warn_about_undefined_switches(&mut self) {
-        let names: Vec<String> = self
-            .config
-            .switches
-            .iter()
-            .map(|switch| switch.name.clone())
-            .collect();
         let mut warnings = Vec::new();
         for vm in &self.config.vms {
             for interface in &vm.interfaces {
                 let Some(switch) = &interface.switch else {
                     continue;
                 };
-                if names.contains(switch) {
+                if self.config.switch(switch).is_some() {
                     continue;
                 }
                 let mut message = format!(
                     "vm \"{}\": switch \"{switch}\" is not defined, so the interface stays unattached",
                     vm.name
                 );
-                if let Some(best) = suggest::closest(switch, names.iter().map(String::as_str)) {
+                if let Some(best) = suggest::closest(
+                    switch,
+                    self.config
+                        .switches
+                        .iter()
+                        .map(|switch| switch.name.as_str()),
+                ) {
                     message.push_str(&format!(": did you mean \"{best}\"?"));
                 }
                 warnings.push((interface.location.clone(), message));

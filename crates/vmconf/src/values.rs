@@ -252,20 +252,29 @@ pub(crate) fn check_switch_name(name: &str) -> Result<(), String> {
 /// Returns why `name` is not a valid Linux interface name, if it is not:
 /// 1 to 15 bytes, not `.` or `..`, without `/`, `:` or whitespace (the
 /// kernel's dev_valid_name rules).
-pub(crate) fn interface_name_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn interface_name_problem(name: &str) -> Option<InterfaceNameProblem> {
     if name.is_empty() || name == "." || name == ".." {
-        return Some("invalid");
+        return Some(InterfaceNameProblem::Invalid);
     }
     if name.len() > MAX_INTERFACE_NAME_LEN {
-        return Some("too long");
+        return Some(InterfaceNameProblem::TooLong);
     }
     if name
         .chars()
         .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
-        return Some("invalid");
+        return Some(InterfaceNameProblem::Invalid);
     }
     None
+}
+
+/// What is wrong with an interface name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InterfaceNameProblem {
+    /// Empty, `.`, `..`, or with a character Linux refuses.
+    Invalid,
+    /// Longer than [`MAX_INTERFACE_NAME_LEN`] bytes.
+    TooLong,
 }
 
 /// Checks an interface group name like OpenBSD's priv_validgroup: 1 to 15

@@ -3,7 +3,7 @@
 use super::{Cursor, Parsed, Parser};
 use crate::config::Switch;
 use crate::lexer::{Keyword, TokenKind};
-use crate::values;
+use crate::values::{self, InterfaceNameProblem, MAX_INTERFACE_NAME_LEN};
 
 /// The options of a switch block, for suggestions.
 pub(crate) const SWITCH_OPTIONS: &[&str] = &[
@@ -108,13 +108,13 @@ impl Parser {
                 let interface = self.parse_string(cursor, "a bridge interface name")?;
                 match values::interface_name_problem(&interface) {
                     None => switch.interface = interface,
-                    Some("too long") => {
+                    Some(InterfaceNameProblem::TooLong) => {
                         let message = format!(
-                            "switch interface too long: {interface}: the maximum is 15 bytes"
+                            "switch interface too long: {interface}: the maximum is {MAX_INTERFACE_NAME_LEN} bytes"
                         );
                         return Err(self.error(cursor, line, message));
                     }
-                    Some(_) => {
+                    Some(InterfaceNameProblem::Invalid) => {
                         let message = format!("invalid switch interface: {interface}");
                         return Err(self.error(cursor, line, message));
                     }

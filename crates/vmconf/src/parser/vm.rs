@@ -10,7 +10,7 @@ use crate::config::{
 };
 use crate::host;
 use crate::lexer::{Keyword, TokenKind};
-use crate::values::{self, MAX_PATH_LEN};
+use crate::values::{self, InterfaceNameProblem, MAX_INTERFACE_NAME_LEN, MAX_PATH_LEN};
 
 /// The options of a vm block, for suggestions.
 pub(crate) const VM_OPTIONS: &[&str] = &[
@@ -502,11 +502,15 @@ impl Parser {
         }
         match values::interface_name_problem(&name) {
             None => Ok(Some(name)),
-            Some("too long") => {
-                let message = format!("interface name too long: {name}: the maximum is 15 bytes");
+            Some(InterfaceNameProblem::TooLong) => {
+                let message = format!(
+                    "interface name too long: {name}: the maximum is {MAX_INTERFACE_NAME_LEN} bytes"
+                );
                 Err(self.error(cursor, line, message))
             }
-            Some(_) => Err(self.error(cursor, line, format!("invalid interface: {name}"))),
+            Some(InterfaceNameProblem::Invalid) => {
+                Err(self.error(cursor, line, format!("invalid interface: {name}")))
+            }
         }
     }
 
@@ -682,7 +686,7 @@ impl Parser {
         else {
             return;
         };
-        let parent = self.config.vms[*parent].clone();
+        let parent = &self.config.vms[*parent];
         let mut problems = Vec::new();
         if vm.allow_instance.is_some() {
             problems.push("an instance cannot have its own allow instance".to_owned());
@@ -736,18 +740,7 @@ impl Parser {
 }
 
 fn is_interface_option(kind: &TokenKind) -> bool {
-    matches!(
-        kind,
-        TokenKind::Keyword(
-            Keyword::Switch
-                | Keyword::Group
-                | Keyword::Locked
-                | Keyword::Lladdr
-                | Keyword::Rdomain
-                | Keyword::Up
-                | Keyword::Down
-        )
-    )
+    matches!(kind, TokenKind::Keyword(keyword) if INTERFACE_OPTIONS.contains(&keyword.as_str()))
 }
 
 fn new_vm(name: String, location: crate::config::Location, instance_of: Option<String>) -> Vm {
