@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use disk::{Access, Backing, Disk, Format, MAX_CHAIN_FILES};
+use proto::units::{ScanError, fmt_scaled, scan_scaled};
 
 /// Usage of the command, after `vmctl [-v] `.
 pub const USAGE: &str = "create [-b base | -i disk] [-s size] disk";
@@ -50,8 +51,8 @@ pub enum CreateError {
     InvalidSize {
         /// The -s argument.
         value: String,
-        /// "Invalid argument" or "Result too large".
-        reason: &'static str,
+        /// The parse error.
+        reason: ScanError,
     },
     /// -s is below 1 MiB.
     #[error("disk size must be at least 1MB")]
@@ -366,112 +367,31 @@ fn has_qcow2_magic(path: &Path) -> bool {
 }
 
 /// Parses a size like OpenBSD's scan_scaled(3) and rounds it down to a
-/// whole MiB, warning when that changes it.
+/// whole MiB, warning when that changes it. scan_scaled takes a sign, so a
+/// negative size is "too small" rather than invalid.
 fn parse_size(text: &str, warn: &mut dyn FnMut(&str)) -> Result<u64, CreateError> {
-    let bytes = scan_scaled(text).map_err(|reason| CreateError::InvalidSize {
+    let invalid = |reason| CreateError::InvalidSize {
         value: text.to_string(),
         reason,
-    })?;
-    if bytes < MIB as i128 {
-        return Err(CreateError::SizeTooSmall);
-    }
-    let bytes = u64::try_from(bytes).map_err(|_| CreateError::InvalidSize {
-        value: text.to_string(),
-        reason: "Result too large",
-    })?;
-    let rounded = bytes / MIB * MIB;
-    if rounded != bytes {
-        warn(&format!("disk size rounded to {}", fmt_scaled(rounded)));
-    }
-    Ok(rounded)
-}
-
-/// Parses a decimal number with an optional fraction and an optional unit
-/// (B, K, M, G, T, P, E: powers of 1024, either case), as scan_scaled(3).
-/// Errors are the strerror text of its errno.
-fn scan_scaled(text: &str) -> Result<i128, &'static str> {
-    const INVALID: &str = "Invalid argument";
-    const TOO_LARGE: &str = "Result too large";
-
+    };
     let trimmed = text.trim_start();
     let (negative, unsigned) = match trimmed.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, trimmed.strip_prefix('+').unwrap_or(trimmed)),
     };
-    let digits_end = unsigned
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(unsigned.len());
-    let (whole, rest) = unsigned.split_at(digits_end);
-    let (fraction, rest) = match rest.strip_prefix('.') {
-        Some(after_dot) => {
-            let end = after_dot
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(after_dot.len());
-            after_dot.split_at(end)
-        }
-        None => ("", rest),
-    };
-    if whole.is_empty() && fraction.is_empty() {
-        return Err(INVALID);
+    // Blanks are allowed only before the sign.
+    if unsigned.trim() != unsigned {
+        return Err(invalid(ScanError::Invalid));
     }
-    let shift = match rest.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        "P" => 50,
-        "E" => 60,
-        _ => return Err(INVALID),
-    };
-
-    // scan_scaled works in a signed 64-bit value; anything beyond is ERANGE.
-    let whole: i128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| TOO_LARGE)?
-    };
-    let mut value = whole.checked_shl(shift).ok_or(TOO_LARGE)?;
-    if shift > 0 && !fraction.is_empty() {
-        // Only the first digits that can matter are kept.
-        let digits = &fraction[..fraction.len().min(18)];
-        let numerator: i128 = digits.parse().map_err(|_| INVALID)?;
-        value += (numerator << shift) / 10i128.pow(digits.len() as u32);
+    let bytes = scan_scaled(unsigned).map_err(invalid)?;
+    if negative || bytes < MIB {
+        return Err(CreateError::SizeTooSmall);
     }
-    if value > i128::from(i64::MAX) {
-        return Err(TOO_LARGE);
+    let rounded = bytes / MIB * MIB;
+    if rounded != bytes {
+        warn(&format!("disk size rounded to {}", fmt_scaled(rounded)));
     }
-    Ok(if negative { -value } else { value })
-}
-
-/// Formats a byte count like OpenBSD's fmt_scaled(3): "512B", "1.5M",
-/// "100M", "2.0G".
-pub fn fmt_scaled(bytes: u64) -> String {
-    const UNITS: [char; 7] = ['B', 'K', 'M', 'G', 'T', 'P', 'E'];
-    let mut unit = 0;
-    while unit + 1 < UNITS.len() && bytes / 1024 >= 1u64 << (10 * unit) {
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes}B");
-    }
-    let scale = 1u64 << (10 * unit);
-    let mut number = bytes / scale;
-    let remainder = bytes % scale;
-    // The remainder in units of the next smaller scale, then in tenths,
-    // rounded, as fmt_scaled computes it.
-    let mut tenths = (10 * (remainder >> (10 * (unit - 1))) + 512) / 1024;
-    if tenths >= 10 {
-        number += 1;
-        tenths = 0;
-    }
-    if number >= 100 {
-        if tenths >= 5 {
-            number += 1;
-        }
-        return format!("{number}{}", UNITS[unit]);
-    }
-    format!("{number}.{tenths}{}", UNITS[unit])
+    Ok(rounded)
 }
 
 #[cfg(test)]

@@ -459,7 +459,7 @@ fn fmt_scaled_matches_openbsd() {
 
 #[test]
 fn scan_scaled_accepts_units_and_fractions() {
-    let cases: [(&str, i128); 7] = [
+    let cases: [(&str, u64); 7] = [
         ("1048576", 1_048_576),
         ("1m", 1_048_576),
         ("1.5G", 1_610_612_736),
