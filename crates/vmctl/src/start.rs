@@ -6,13 +6,10 @@ use std::path::{Path, PathBuf};
 
 use proto::units::{fmt_scaled, scan_scaled};
 use proto::{ControlRequest, ControlResponse, DiskFormat, DiskRequest, ErrorCode, StartRequest};
+use vmconf::{MAX_CPUS, MAX_DISKS, MAX_MEMORY_BYTES, MIN_MEMORY_BYTES};
 
 use crate::client::{Client, strerror};
 
-/// The largest number of disks of a VM (OpenBSD's limit).
-const MAX_DISKS: usize = 4;
-/// The largest memory size a VM may have (128G, OpenBSD's limit).
-const MAX_MEMORY_BYTES: u64 = 128 << 30;
 const MIB: u64 = 1 << 20;
 
 /// Arguments of `vmctl start`.
@@ -174,7 +171,7 @@ fn plain(error: &std::io::Error) -> String {
 /// warning passed to `warn` when that changes it (as OpenBSD's vmctl).
 pub fn parse_memory(text: &str, warn: &mut dyn FnMut(&str)) -> Result<u64, String> {
     let bytes = scan_scaled(text).map_err(|e| format!("invalid memory size: {text}: {e}"))?;
-    if bytes < MIB {
+    if bytes < MIN_MEMORY_BYTES {
         return Err("memory size must be at least 1MB".to_string());
     }
     if bytes > MAX_MEMORY_BYTES {
@@ -207,8 +204,10 @@ fn parse_disk(text: &str) -> Result<DiskRequest, String> {
 
 fn parse_cpus(text: &str) -> Result<u8, String> {
     match text.parse::<u8>() {
-        Ok(count @ 1..=64) => Ok(count),
-        _ => Err(format!("invalid number of cpus: {text} (allowed: 1 to 64)")),
+        Ok(count) if (1..=MAX_CPUS).contains(&count) => Ok(count),
+        _ => Err(format!(
+            "invalid number of cpus: {text} (allowed: 1 to {MAX_CPUS})"
+        )),
     }
 }
 

@@ -17,8 +17,6 @@ use super::registry::{
     DiskDefinition, FileSource, Lifecycle, Origin, Owner, VmDefinition, VmEntry, WaitKind,
 };
 
-/// Memory of a VM when neither vm.conf nor vmctl sets it (512M).
-const DEFAULT_MEMORY_BYTES: u64 = 512 << 20;
 /// A VM started again sooner than this after its previous start counts
 /// as a quick restart (OpenBSD's VM_START_RATE_SEC).
 const START_RATE: Duration = Duration::from_secs(6);
@@ -129,8 +127,8 @@ impl Parent {
                 let id = self.registry.claim_id(&request.name, credentials.uid);
                 let mut definition = VmDefinition {
                     origin: Origin::Vmctl,
-                    memory_bytes: DEFAULT_MEMORY_BYTES,
-                    vcpus: 1,
+                    memory_bytes: vmconf::DEFAULT_MEMORY_BYTES,
+                    vcpus: vmconf::DEFAULT_CPUS,
                     kernel: None,
                     initrd: None,
                     cmdline: super::config::DEFAULT_CMDLINE.to_string(),
