@@ -244,6 +244,35 @@ fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn staggered_start_keeps_later_vms_waiting() {
+    let dir = TempDir::new("staggered");
+    let config = write_config(
+        &dir,
+        &format!(
+            "staggered start parallel 1 delay 600\n\
+             vm \"first\" {{\n  boot \"{kernel}\"\n  memory 32M\n}}\n\
+             vm \"second\" {{\n  boot \"{kernel}\"\n  memory 32M\n}}\n",
+            kernel = tiny("idle")
+        ),
+    );
+    let daemon = Daemon::start_with_config(&config);
+    wait_for_state(&daemon, "first", "running");
+    let status = daemon.vmctl(&["status", "second"]).stdout;
+    assert_eq!(
+        status,
+        format!("{HEADER}    2     -     1   32.0M       -       -         root  waiting second\n")
+    );
+    // Stopping a waiting VM takes it out of the queue.
+    let out = daemon.vmctl(&["stop", "second"]);
+    assert_eq!(
+        out.stderr,
+        "stopping vm second: requested to shutdown vm 2\n"
+    );
+    let status = daemon.vmctl(&["status", "second"]).stdout;
+    assert!(status.ends_with(" stopped second\n"), "{status}");
+}
+
+#[test]
 fn configured_vms_start_when_enabled() {
     let dir = TempDir::new("vmconf");
     let config = write_config(

@@ -143,6 +143,11 @@ impl StaggeredStart {
         batch
     }
 
+    /// Whether VM `id` waits in the queue.
+    pub fn contains(&self, id: u32) -> bool {
+        self.queue.contains(&id)
+    }
+
     /// Removes VM `id` from the queue (started or stopped by hand).
     pub fn remove(&mut self, id: u32) {
         self.queue.retain(|&queued| queued != id);

@@ -233,12 +233,10 @@ impl Parent {
         for (name, definition) in config::definitions(config) {
             let id = self.registry.claim_id(&name, definition.owner.uid);
             let enabled = definition.enabled;
-            let mut vm = VmEntry::new(id, name, definition);
+            self.registry.insert(VmEntry::new(id, name, definition));
             if enabled {
-                vm.queued = true;
                 self.staggered.push(id);
             }
-            self.registry.insert(vm);
         }
     }
 
@@ -246,7 +244,6 @@ impl Parent {
         let Some(vm) = self.registry.get_mut(id) else {
             return;
         };
-        vm.queued = false;
         if vm.lifecycle != Lifecycle::Stopped || self.shutdown_deadline.is_some() {
             return;
         }

@@ -107,8 +107,6 @@ pub struct VmEntry {
     pub kernel_override: Option<File>,
     /// State.
     pub lifecycle: Lifecycle,
-    /// Waiting in the staggered start queue.
-    pub queued: bool,
     /// The vm process while running.
     pub pid: Option<u32>,
     /// The console while running (kept across reboots).
@@ -131,7 +129,6 @@ impl VmEntry {
             definition,
             kernel_override: None,
             lifecycle: Lifecycle::Stopped,
-            queued: false,
             pid: None,
             console: None,
             waiters: Vec::new(),

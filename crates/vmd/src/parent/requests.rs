@@ -149,7 +149,6 @@ impl Parent {
 
         // Starting by hand takes the VM out of the staggered start queue.
         self.staggered.remove(id);
-        self.registry.get_mut(id).expect("found above").queued = false;
         if let Err(error) = self.start_vm(id) {
             // A VM this request defined, and that never came up, is
             // forgotten; one that existed before keeps its id and its
@@ -306,9 +305,8 @@ impl Parent {
         if !may_control(credentials, vm.definition.owner) && credentials.uid != vm.uid {
             return Err(ErrorReply::new(ErrorCode::NOT_PERMITTED, ""));
         }
-        if vm.queued {
+        if self.staggered.contains(id) {
             // Still waiting for its staggered start: it just never starts.
-            vm.queued = false;
             self.staggered.remove(id);
             let reply = match (request.force, request.wait) {
                 (true, _) => ControlResponse::ForceTerminated { id },
@@ -357,7 +355,7 @@ impl Parent {
         for vm in self.registry.iter() {
             let running = vm.lifecycle != Lifecycle::Stopped;
             let state = match vm.lifecycle {
-                Lifecycle::Stopped if vm.queued => VmState::Waiting,
+                Lifecycle::Stopped if self.staggered.contains(vm.id) => VmState::Waiting,
                 Lifecycle::Stopped if !vm.definition.enabled => VmState::Disabled,
                 Lifecycle::Stopped => VmState::Stopped,
                 Lifecycle::Stopping => VmState::Stopping,
