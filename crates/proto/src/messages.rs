@@ -17,6 +17,16 @@ pub enum VmTarget {
     Name(String),
 }
 
+impl VmTarget {
+    /// Whether this names the VM with `id` and `name`.
+    pub fn matches(&self, id: u32, name: &str) -> bool {
+        match self {
+            VmTarget::Id(target) => *target == id,
+            VmTarget::Name(target) => target == name,
+        }
+    }
+}
+
 impl std::fmt::Display for VmTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

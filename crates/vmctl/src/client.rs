@@ -16,13 +16,8 @@ pub struct Client {
 impl Client {
     /// Connects to the control socket at `path`.
     pub fn connect(path: &Path) -> Result<Client, String> {
-        let fail = |e: std::io::Error| {
-            format!(
-                "connect: {}: {}",
-                path.display(),
-                proto::without_errno(&e.to_string())
-            )
-        };
+        let fail =
+            |e: std::io::Error| format!("connect: {}: {}", path.display(), proto::error_chain(&e));
         let address = SocketAddrUnix::new(path).map_err(|e| fail(e.into()))?;
         let socket = socket_with(
             AddressFamily::UNIX,
@@ -97,5 +92,5 @@ impl Client {
 
 /// The C library's text for errno `code`, as err(3) prints it.
 pub fn strerror(code: ErrorCode) -> String {
-    proto::without_errno(&std::io::Error::from_raw_os_error(code.0).to_string())
+    proto::error_chain(&std::io::Error::from_raw_os_error(code.0))
 }

@@ -19,10 +19,7 @@ pub fn run(socket: &Path, id: &str) -> Result<(), String> {
     let list = Client::connect(socket)?.status()?;
     let tty = list
         .into_iter()
-        .find(|vm| match &target {
-            proto::VmTarget::Id(id) => vm.id == *id,
-            proto::VmTarget::Name(name) => vm.name == *name,
-        })
+        .find(|vm| target.matches(vm.id, &vm.name))
         .and_then(|vm| vm.tty)
         .ok_or("console not found")?;
     attach(&tty)
@@ -99,7 +96,7 @@ pub fn attach(tty: &str) -> Result<(), String> {
         .write(true)
         .custom_flags(OFlag::O_NOCTTY.bits())
         .open(tty)
-        .map_err(|e| format!("{tty}: {}", proto::without_errno(&e.to_string())))?;
+        .map_err(|e| format!("{tty}: {}", proto::error_chain(&e)))?;
     // One console session at a time, as cu's lock file ensures on
     // OpenBSD: two readers would each get half of the output.
     let mut pty = match Flock::lock(pty, FlockArg::LockExclusiveNonblock) {

@@ -153,18 +153,20 @@ fn open_boot_file(path: &Path, what: &str) -> Result<File, String> {
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
-        .map_err(|e| format!("cannot open {what} '{}': {}", path.display(), plain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot open {what} '{}': {}",
+                path.display(),
+                proto::error_chain(&e)
+            )
+        })?;
     let metadata = file
         .metadata()
-        .map_err(|e| format!("fstat {what}: {}", plain(&e)))?;
+        .map_err(|e| format!("fstat {what}: {}", proto::error_chain(&e)))?;
     if !metadata.is_file() {
         return Err(format!("{what} must be a regular file"));
     }
     Ok(file)
-}
-
-fn plain(error: &std::io::Error) -> String {
-    proto::without_errno(&error.to_string())
 }
 
 /// Parses `-m`: at least 1M, at most 128G, rounded down to a MiB, with a
@@ -195,7 +197,7 @@ fn parse_disk(text: &str) -> Result<DiskRequest, String> {
         _ => (None, text),
     };
     let absolute = std::fs::canonicalize(path)
-        .map_err(|e| format!("invalid disk path: {path}: {}", plain(&e)))?;
+        .map_err(|e| format!("invalid disk path: {path}: {}", proto::error_chain(&e)))?;
     Ok(DiskRequest {
         path: absolute.display().to_string(),
         format,

@@ -28,7 +28,7 @@ pub fn run(socket: &Path, args: &StatusArgs) -> Result<(), String> {
         stdout
             .write_all(table.as_bytes())
             .and_then(|()| stdout.flush())
-            .map_err(|e| format!("stdout: {}", proto::without_errno(&e.to_string())))?;
+            .map_err(|e| format!("stdout: {}", proto::error_chain(&e)))?;
     }
     // As on OpenBSD: exit 1 (without a message) only when the list, after
     // -r, is empty, not when the id matches nothing.
@@ -67,12 +67,7 @@ pub fn format_table(
             continue;
         }
         counted += 1;
-        let matches = match target {
-            None => true,
-            Some(VmTarget::Id(id)) => *id == vm.id,
-            Some(VmTarget::Name(name)) => *name == vm.name,
-        };
-        if !matches {
+        if !target.is_none_or(|target| target.matches(vm.id, &vm.name)) {
             continue;
         }
         let mut owner = vm.owner_user.clone();

@@ -207,7 +207,7 @@ impl Parent {
             .map_err(|e| {
                 ErrorReply::new(
                     ErrorCode::from_io(&e),
-                    format!("{KVM_DEVICE}: {}", io_error_text(&e)),
+                    format!("{KVM_DEVICE}: {}", proto::error_chain(&e)),
                 )
             })?;
         if vm.console.is_none() {
@@ -389,11 +389,6 @@ impl Parent {
     }
 }
 
-/// Returns the text of an I/O error without Rust's " (os error N)" suffix.
-fn io_error_text(error: &std::io::Error) -> String {
-    proto::without_errno(&error.to_string())
-}
-
 fn update_definition(
     definition: &mut VmDefinition,
     request: &StartRequest,
@@ -495,11 +490,11 @@ fn open_source<'a>(
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
-        .map_err(|e| fail(io_error_text(&e)))?;
+        .map_err(|e| fail(proto::error_chain(&e)))?;
     match file.metadata() {
         Ok(metadata) if metadata.is_file() => Ok(BootFile::Opened(file)),
         Ok(_) => Err(fail("not a regular file".to_string())),
-        Err(e) => Err(fail(io_error_text(&e))),
+        Err(e) => Err(fail(proto::error_chain(&e))),
     }
 }
 
