@@ -2,8 +2,18 @@
 //! processes.
 
 use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// The poll timeout that ends just after `deadline`, or no timeout
+/// without one.
+pub fn timeout_until(deadline: Option<Instant>) -> PollTimeout {
+    deadline.map_or(PollTimeout::NONE, |deadline| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
+    })
+}
 
 /// Waits until at least one descriptor of `sources` is readable (or hung
 /// up), or `timeout` passes; returns the tags of the ready ones, in order.

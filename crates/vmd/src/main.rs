@@ -45,6 +45,18 @@ struct Flags {
     role: Option<privsep::Role>,
 }
 
+impl Flags {
+    /// The -d and -v flags that vmd passes on to the processes it starts.
+    fn logging_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.debug {
+            args.push("-d".to_string());
+        }
+        args.extend((0..self.verbose).map(|_| "-v".to_string()));
+        args
+    }
+}
+
 fn main() {
     // Usage errors exit 1, as OpenBSD's usage() does; help exits 0.
     let flags = match Flags::try_parse() {
@@ -58,7 +70,7 @@ fn main() {
         None => parent::main(&flags),
         Some(role) => {
             privsep::set_process_name();
-            logger::init(role.log_prefix(), flags.debug, flags.verbose);
+            logger::init(role.name(), flags.debug, flags.verbose);
             match role {
                 privsep::Role::Control => control::main(),
                 privsep::Role::Vmm => vmm::main(&flags),

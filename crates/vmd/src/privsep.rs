@@ -30,16 +30,9 @@ pub enum Role {
 }
 
 impl Role {
-    fn arg(self) -> &'static str {
-        match self {
-            Role::Control => "control",
-            Role::Vmm => "vmm",
-            Role::Vm => "vm",
-        }
-    }
-
-    /// The prefix of this role's log messages.
-    pub fn log_prefix(self) -> &'static str {
+    /// The role's name: the value of `--role` and the prefix of its log
+    /// messages.
+    pub fn name(self) -> &'static str {
         match self {
             Role::Control => "control",
             Role::Vmm => "vmm",
@@ -62,7 +55,11 @@ pub fn spawn(
     let raw = theirs.as_raw_fd();
     let extra_raw = extra.map(|fd| fd.as_raw_fd());
     let mut command = Command::new("/proc/self/exe");
-    command.arg0(title).arg("--role").arg(role.arg()).args(args);
+    command
+        .arg0(title)
+        .arg("--role")
+        .arg(role.name())
+        .args(args);
     // SAFETY: the closure runs in the child between fork and exec and calls
     // only dup and fcntl, which are async-signal-safe. `raw` and
     // `extra_raw` stay open in the parent until spawn returns, so they are

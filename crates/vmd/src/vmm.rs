@@ -62,17 +62,10 @@ pub fn main(flags: &crate::Flags) -> i32 {
             return 1;
         }
     };
-    let mut child_args = Vec::new();
-    if flags.debug {
-        child_args.push("-d".to_string());
-    }
-    for _ in 0..flags.verbose {
-        child_args.push("-v".to_string());
-    }
     let mut vmm = Vmm {
         parent,
         children: HashMap::new(),
-        child_args,
+        child_args: flags.logging_args(),
     };
     vmm.run(&signals)
 }
@@ -122,16 +115,8 @@ impl Vmm {
                 sources.push((Ready::Child(child.id), channel.as_fd()));
             }
         }
-        let timeout = self
-            .children
-            .values()
-            .filter_map(|c| c.kill_deadline)
-            .min()
-            .map_or(PollTimeout::NONE, |deadline| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
-            });
-        crate::event::wait_ready(sources, timeout)
+        let deadline = self.children.values().filter_map(|c| c.kill_deadline).min();
+        crate::event::wait_ready(sources, crate::event::timeout_until(deadline))
     }
 
     // Returns false when the parent is gone.
@@ -184,8 +169,9 @@ impl Vmm {
         };
         let pid = Pid::from_raw(child.id() as i32);
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-        if let Err(e) = channel.send(id, &VmmToVm::Start(spec.clone()), &borrowed) {
-            log::error!("vm {}: cannot hand the VM to its process: {e}", spec.name);
+        let name = spec.name.clone();
+        if let Err(e) = channel.send(id, &VmmToVm::Start(spec), &borrowed) {
+            log::error!("vm {name}: cannot hand the VM to its process: {e}");
             let _ = kill(pid, Signal::SIGKILL);
         }
         // The vm process has its own copies of the descriptors now.
@@ -194,7 +180,7 @@ impl Vmm {
             id,
             VmProcess {
                 id,
-                name: spec.name,
+                name,
                 pid,
                 channel: Some(channel),
                 running: false,

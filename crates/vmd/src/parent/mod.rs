@@ -85,12 +85,7 @@ pub fn main(flags: &crate::Flags) -> i32 {
         }
     };
     let mut args = vec!["-s".to_string(), flags.socket.display().to_string()];
-    if flags.debug {
-        args.push("-d".to_string());
-    }
-    for _ in 0..flags.verbose {
-        args.push("-v".to_string());
-    }
+    args.extend(flags.logging_args());
     let spawned = privsep::spawn(Role::Vmm, "vmd: vmm", &args, None).and_then(|vmm| {
         let control = privsep::spawn(
             Role::Control,
@@ -220,11 +215,7 @@ impl Parent {
         ];
         let timeout = match (self.shutdown_deadline, self.staggered.next_batch()) {
             (Some(_), _) => PollTimeout::from(100u8),
-            (None, Some(due)) => {
-                let left = due.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left + Duration::from_millis(1)).unwrap_or(PollTimeout::MAX)
-            }
-            (None, None) => PollTimeout::NONE,
+            (None, due) => crate::event::timeout_until(due),
         };
         crate::event::wait_ready(sources, timeout)
     }
