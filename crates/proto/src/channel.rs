@@ -1,6 +1,7 @@
 //! One end of a `SOCK_SEQPACKET` socket carrying framed messages and file
 //! descriptors.
 
+use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -159,10 +160,21 @@ impl Channel {
     /// Blocks unless a message is waiting; callers in an event loop call it
     /// only when the socket is readable.
     pub fn recv<M: Message>(&self) -> Result<Option<Received<M>>, ChannelError> {
-        let mut buffer = vec![0u8; MAX_MESSAGE_BYTES];
+        thread_local! {
+            // Reused by every receive on this thread, so that a long status
+            // listing does not allocate and clear a buffer per message.
+            static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_MESSAGE_BYTES]);
+        }
+        BUFFER.with_borrow_mut(|buffer| self.recv_into(buffer))
+    }
+
+    fn recv_into<M: Message>(
+        &self,
+        buffer: &mut [u8],
+    ) -> Result<Option<Received<M>>, ChannelError> {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let mut iov = [IoSliceMut::new(buffer)];
         let received = recvmsg(
             &self.socket,
             &mut iov,
