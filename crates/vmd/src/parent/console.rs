@@ -35,11 +35,12 @@ impl Console {
         cfmakeraw(&mut termios);
         tcsetattr(pty.slave.as_fd(), SetArg::TCSANOW, &termios)?;
 
-        let tty_group = nix::unistd::Group::from_name("tty").ok().flatten();
-        let (gid, mode) = match (gid, tty_group) {
-            (Some(gid), _) => (Gid::from_raw(gid), 0o660),
-            (None, Some(group)) => (group.gid, 0o620),
-            (None, None) => (Gid::from_raw(0), 0o600),
+        let (gid, mode) = match gid {
+            Some(gid) => (Gid::from_raw(gid), 0o660),
+            None => match nix::unistd::Group::from_name("tty").ok().flatten() {
+                Some(group) => (group.gid, 0o620),
+                None => (Gid::from_raw(0), 0o600),
+            },
         };
         fchown(pty.slave.as_fd(), Some(Uid::from_raw(uid)), Some(gid))?;
         fchmod(pty.slave.as_fd(), Mode::from_bits_truncate(mode))?;

@@ -1,5 +1,6 @@
 //! The parent's handling of each client request.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -352,6 +353,9 @@ impl Parent {
     }
 
     fn status_request(&self, client: u32) {
+        // Most VMs share an owner, so each name is looked up once.
+        let mut users = HashMap::new();
+        let mut groups = HashMap::new();
         for vm in self.registry.iter() {
             let running = vm.lifecycle != Lifecycle::Stopped;
             let state = match vm.lifecycle {
@@ -378,8 +382,12 @@ impl Parent {
                     .as_ref()
                     .filter(|_| running)
                     .map(|c| c.path.clone()),
-                owner_user: user_name(owner_uid),
-                owner_group: owner_gid.map(group_name),
+                owner_user: users
+                    .entry(owner_uid)
+                    .or_insert_with(|| user_name(owner_uid))
+                    .clone(),
+                owner_group: owner_gid
+                    .map(|gid| groups.entry(gid).or_insert_with(|| group_name(gid)).clone()),
                 state,
                 name: vm.name.clone(),
             };
