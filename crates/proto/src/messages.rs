@@ -75,6 +75,19 @@ pub struct StartRequest {
     pub disks: Vec<DiskRequest>,
 }
 
+impl StartRequest {
+    /// Whether the request sets anything beyond a kernel: such a request
+    /// defines a new VM (OpenBSD's vmc_flags), so it needs something to
+    /// boot and cannot restart a VM defined elsewhere.
+    pub fn has_options(&self) -> bool {
+        self.memory_bytes.is_some()
+            || self.vcpus.is_some()
+            || self.initrd.is_some()
+            || self.cmdline.is_some()
+            || !self.disks.is_empty()
+    }
+}
+
 /// A `vmctl stop` request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopRequest {

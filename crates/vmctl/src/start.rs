@@ -78,12 +78,16 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
         .iter()
         .map(|disk| parse_disk(disk))
         .collect::<Result<Vec<_>, _>>()?;
-    let has_options = memory_bytes.is_some()
-        || vcpus.is_some()
-        || args.initrd.is_some()
-        || args.cmdline.is_some()
-        || !disks.is_empty();
-    if has_options && args.kernel.is_none() {
+    let request = StartRequest {
+        name: name.clone(),
+        memory_bytes,
+        vcpus,
+        kernel: args.kernel.as_ref().map(|p| p.display().to_string()),
+        initrd: args.initrd.as_ref().map(|p| p.display().to_string()),
+        cmdline: args.cmdline.clone(),
+        disks,
+    };
+    if request.has_options() && request.kernel.is_none() {
         // OpenBSD's check for a new VM: it needs something to boot.
         return Err("no kernel or disk/cdrom specified".to_string());
     }
@@ -98,15 +102,6 @@ pub fn run(socket: &Path, args: &StartArgs) -> Result<(), String> {
         .map(|p| open_boot_file(p, "initrd"))
         .transpose()?;
 
-    let request = StartRequest {
-        name: name.clone(),
-        memory_bytes,
-        vcpus,
-        kernel: args.kernel.as_ref().map(|p| p.display().to_string()),
-        initrd: args.initrd.as_ref().map(|p| p.display().to_string()),
-        cmdline: args.cmdline.clone(),
-        disks,
-    };
     let mut fds = Vec::new();
     fds.extend(kernel.as_ref().map(|f| f.as_fd()));
     fds.extend(initrd.as_ref().map(|f| f.as_fd()));

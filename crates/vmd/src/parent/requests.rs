@@ -74,12 +74,7 @@ impl Parent {
         let mut fds = fds.into_iter();
         let kernel = request.kernel.as_ref().and(fds.next()).map(File::from);
         let initrd = request.initrd.as_ref().and(fds.next()).map(File::from);
-        // Options beyond a kernel define a new VM (OpenBSD's vmc_flags).
-        let has_options = request.memory_bytes.is_some()
-            || request.vcpus.is_some()
-            || request.initrd.is_some()
-            || request.cmdline.is_some()
-            || !request.disks.is_empty();
+        let has_options = request.has_options();
 
         let (id, created) = match self.registry.find_name(&request.name) {
             Some(id) => {
