@@ -469,18 +469,8 @@ impl Parser {
 
     /// Skips to the `}` that closes the current brace list, consuming it.
     pub(crate) fn skip_past_close_brace(&mut self, cursor: &mut Cursor<'_>) {
-        let mut depth = 0usize;
-        loop {
-            match self.peek(cursor).kind {
-                TokenKind::Eof => return,
-                TokenKind::CloseBrace if depth == 0 => {
-                    self.next(cursor);
-                    return;
-                }
-                TokenKind::CloseBrace => depth -= 1,
-                TokenKind::OpenBrace => depth += 1,
-                _ => {}
-            }
+        self.skip_until(cursor, false);
+        if self.peek(cursor).kind == TokenKind::CloseBrace {
             self.next(cursor);
         }
     }
@@ -489,10 +479,18 @@ impl Parser {
     /// the line or the block's closing brace, whichever comes first, over
     /// any nested braces. Neither is consumed.
     fn skip_option(&mut self, cursor: &mut Cursor<'_>) {
+        self.skip_until(cursor, true);
+    }
+
+    /// Skips tokens, over nested braces, up to the `}` that closes the
+    /// current brace list, or with `stop_at_newline` up to the end of the
+    /// line if that comes first. Neither is consumed.
+    fn skip_until(&mut self, cursor: &mut Cursor<'_>, stop_at_newline: bool) {
         let mut depth = 0usize;
         loop {
             match self.peek(cursor).kind {
-                TokenKind::Newline | TokenKind::Eof => return,
+                TokenKind::Eof => return,
+                TokenKind::Newline if stop_at_newline => return,
                 TokenKind::CloseBrace if depth == 0 => return,
                 TokenKind::CloseBrace => depth -= 1,
                 TokenKind::OpenBrace => depth += 1,
