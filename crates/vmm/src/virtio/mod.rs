@@ -163,6 +163,7 @@ pub trait QueueHandler: Send + 'static {
     /// Processes queue `index` after the driver notified it.
     fn process_queue(&mut self, index: usize);
     /// Returns the notification eventfd of each queue, in index order.
+    /// [`Worker::spawn`] calls it once, before the thread starts.
     fn notify_fds(&self) -> Vec<&EventFd>;
 }
 
@@ -172,10 +173,17 @@ impl Worker {
     pub fn spawn<H: QueueHandler>(name: &str, mut handler: H) -> std::io::Result<Worker> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let thread_stop = stop.try_clone()?;
+        // The thread polls duplicates of the notification eventfds, so that
+        // its poll set does not borrow the handler it calls.
+        let notify = handler
+            .notify_fds()
+            .into_iter()
+            .map(EventFd::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let thread = std::thread::Builder::new()
             .stack_size(crate::HELPER_STACK_BYTES)
             .name(name.to_string())
-            .spawn(move || worker_loop(&mut handler, &thread_stop))?;
+            .spawn(move || worker_loop(&mut handler, &notify, &thread_stop))?;
         Ok(Worker {
             stop,
             thread: Some(thread),
@@ -192,38 +200,34 @@ impl Drop for Worker {
     }
 }
 
-fn worker_loop<H: QueueHandler>(handler: &mut H, stop: &EventFd) {
+// Polls the `notify` eventfds (queue `i` at index `i`) and `stop`, and
+// calls `handler` for each notified queue until `stop` is signalled.
+fn worker_loop<H: QueueHandler>(handler: &mut H, notify: &[EventFd], stop: &EventFd) {
+    let mut fds: Vec<PollFd> = notify
+        .iter()
+        .chain([stop])
+        .map(|fd| PollFd::new(borrow_eventfd(fd), PollFlags::POLLIN))
+        .collect();
+    let is_ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
     loop {
-        let ready: Vec<usize> = {
-            let notify = handler.notify_fds();
-            let mut fds: Vec<PollFd> = notify
-                .iter()
-                .map(|fd| PollFd::new(borrow_eventfd(fd), PollFlags::POLLIN))
-                .collect();
-            fds.push(PollFd::new(borrow_eventfd(stop), PollFlags::POLLIN));
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => {
-                    log::error!("virtio worker: poll failed: {e}");
-                    return;
-                }
-            }
-            let is_ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            if fds.last().is_some_and(is_ready) {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                log::error!("virtio worker: poll failed: {e}");
                 return;
             }
-            fds[..fds.len() - 1]
-                .iter()
-                .enumerate()
-                .filter(|(_, fd)| is_ready(fd))
-                .map(|(index, _)| index)
-                .collect()
-        };
-        for index in ready {
+        }
+        if is_ready(&fds[notify.len()]) {
+            return;
+        }
+        for (index, eventfd) in notify.iter().enumerate() {
+            if !is_ready(&fds[index]) {
+                continue;
+            }
             // Reading resets the eventfd counter; a notification arriving
             // after the read is seen on the next poll.
-            let _ = handler.notify_fds()[index].read();
+            let _ = eventfd.read();
             handler.process_queue(index);
         }
     }
