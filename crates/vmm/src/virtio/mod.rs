@@ -80,15 +80,20 @@ impl ActiveQueue {
         mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
     ) -> Result<(), virtio_queue::Error> {
         let mut used_any = false;
-        let result = loop {
+        let result = 'serve: loop {
             if let Err(e) = self.queue.disable_notification(memory) {
                 break Err(e);
             }
-            let chains: Vec<_> = match self.queue.iter(memory) {
-                Ok(iter) => iter.collect(),
-                Err(e) => break Err(e),
-            };
-            for chain in chains {
+            // Take one chain per iterator, because the iterator borrows the
+            // queue that add_used needs. A chain does not borrow it.
+            loop {
+                let chain = match self.queue.iter(memory) {
+                    Ok(mut iter) => iter.next(),
+                    Err(e) => break 'serve Err(e),
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
                 let head = chain.head_index();
                 let written = handle(chain);
                 used_any |= self.queue.add_used(memory, head, written).is_ok();
