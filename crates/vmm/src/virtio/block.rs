@@ -537,29 +537,20 @@ impl RequestServer {
         offset: u64,
         direction: Direction,
     ) -> Result<(), RequestError> {
+        let iovec = |guard: &vm_memory::volatile_memory::PtrGuardMut| libc::iovec {
+            iov_base: guard.as_ptr().cast(),
+            iov_len: guard.len(),
+        };
         // One data buffer is the common case; it needs no vectors.
         if let [single] = segments {
-            let slice = self.guest_slice(single)?;
-            let guard = slice.ptr_guard_mut();
-            let mut iovecs = [libc::iovec {
-                iov_base: guard.as_ptr().cast(),
-                iov_len: slice.len(),
-            }];
-            return transfer_iovecs(file, &mut iovecs, offset, direction);
+            let guard = self.guest_slice(single)?.ptr_guard_mut();
+            return transfer_iovecs(file, &mut [iovec(&guard)], offset, direction);
         }
-        let slices = segments
+        let guards = segments
             .iter()
-            .map(|segment| self.guest_slice(segment))
-            .collect::<Result<Vec<_>, _>>()?;
-        let guards: Vec<_> = slices.iter().map(|slice| slice.ptr_guard_mut()).collect();
-        let mut iovecs: Vec<libc::iovec> = guards
-            .iter()
-            .zip(&slices)
-            .map(|(guard, slice)| libc::iovec {
-                iov_base: guard.as_ptr().cast(),
-                iov_len: slice.len(),
-            })
-            .collect();
+            .map(|segment| Ok(self.guest_slice(segment)?.ptr_guard_mut()))
+            .collect::<Result<Vec<_>, RequestError>>()?;
+        let mut iovecs: Vec<libc::iovec> = guards.iter().map(iovec).collect();
         transfer_iovecs(file, &mut iovecs, offset, direction)
     }
 
