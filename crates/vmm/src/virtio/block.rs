@@ -154,7 +154,6 @@ impl VirtioDevice for Block {
                 id: self.id,
                 warnings: WarningBudget::default(),
                 segments: Vec::with_capacity(8),
-                data: Vec::with_capacity(8),
             },
         };
         self.worker = Some(Worker::spawn(&self.name, handler).map_err(ActivateError::SpawnWorker)?);
@@ -181,7 +180,6 @@ struct RequestServer {
     warnings: WarningBudget,
     // Reused for every request, so that serving one allocates nothing.
     segments: Vec<Segment>,
-    data: Vec<Segment>,
 }
 
 /// One descriptor of a request, checked against guest memory.
@@ -319,7 +317,7 @@ impl RequestError {
 }
 
 /// A parsed request: type, first sector, and where its status byte lives.
-/// Its data buffers are kept apart, in a reused vector.
+/// Its data buffers stay in the reused segment vector.
 struct Request {
     kind: u32,
     sector: u64,
@@ -353,12 +351,9 @@ impl RequestServer {
     // Splits a chain into header, data and status. The layout is free
     // (virtio 1.2 §2.7.4): the header is the first 16 device-readable
     // bytes and the status the last device-writable byte, wherever the
-    // descriptor boundaries fall. The data segments go to `data`.
-    fn parse(
-        &self,
-        segments: &[Segment],
-        data: &mut Vec<Segment>,
-    ) -> Result<Request, RequestError> {
+    // descriptor boundaries fall. Both are trimmed off `segments`, which
+    // keeps only the non-empty data segments.
+    fn parse(&self, segments: &mut Vec<Segment>) -> Result<Request, RequestError> {
         let readable_bytes: u64 = segments
             .iter()
             .filter(|s| !s.writable)
@@ -368,34 +363,33 @@ impl RequestServer {
             return Err(RequestError::Malformed("no request header"));
         }
         let last = segments
-            .last()
+            .last_mut()
             .filter(|s| s.writable)
             .ok_or(RequestError::Malformed("no status byte"))?;
         let status = last.address + u64::from(last.len) - 1;
+        last.len -= 1;
 
         let mut header = [0u8; REQUEST_HEADER_BYTES];
         let mut header_filled = 0usize;
-        for (index, segment) in segments.iter().enumerate() {
-            let mut segment = *segment;
-            if !segment.writable && header_filled < REQUEST_HEADER_BYTES {
-                let take = (REQUEST_HEADER_BYTES - header_filled).min(segment.len as usize);
-                self.memory
-                    .read_slice(
-                        &mut header[header_filled..header_filled + take],
-                        GuestAddress(segment.address),
-                    )
-                    .map_err(|_| segment.outside_memory())?;
-                header_filled += take;
-                segment.address += take as u64;
-                segment.len -= take as u32;
+        for segment in segments.iter_mut() {
+            if header_filled == REQUEST_HEADER_BYTES {
+                break;
             }
-            if index == segments.len() - 1 {
-                segment.len -= 1;
+            if segment.writable {
+                continue;
             }
-            if segment.len > 0 {
-                data.push(segment);
-            }
+            let take = (REQUEST_HEADER_BYTES - header_filled).min(segment.len as usize);
+            self.memory
+                .read_slice(
+                    &mut header[header_filled..header_filled + take],
+                    GuestAddress(segment.address),
+                )
+                .map_err(|_| segment.outside_memory())?;
+            header_filled += take;
+            segment.address += take as u64;
+            segment.len -= take as u32;
         }
+        segments.retain(|segment| segment.len > 0);
         Ok(Request {
             kind: u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")),
             sector: u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
@@ -476,7 +470,7 @@ impl RequestServer {
                 if self.disk.is_read_only() {
                     return Err(RequestError::ReadOnly);
                 }
-                self.discard_or_zero(request, data)?;
+                self.discard_or_zero(request, data, data_bytes)?;
                 Ok(0)
             }
             other => Err(RequestError::Unsupported(other)),
@@ -485,8 +479,13 @@ impl RequestServer {
 
     // DISCARD and WRITE_ZEROES carry one segment descriptor each (we offer
     // max_discard_seg = max_write_zeroes_seg = 1).
-    fn discard_or_zero(&self, request: &Request, data: &[Segment]) -> Result<(), RequestError> {
-        let data_bytes: u64 = data.iter().map(|s| u64::from(s.len)).sum();
+    // `data_bytes` is the total length of `data`.
+    fn discard_or_zero(
+        &self,
+        request: &Request,
+        data: &[Segment],
+        data_bytes: u64,
+    ) -> Result<(), RequestError> {
         if data_bytes != DISCARD_SEGMENT_BYTES as u64 || data.iter().any(|s| s.writable) {
             return Err(RequestError::Malformed("bad discard segment"));
         }
@@ -578,16 +577,13 @@ impl RequestServer {
     fn serve_chain(&mut self, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
         let head = chain.head_index();
         let mut segments = std::mem::take(&mut self.segments);
-        let mut data = std::mem::take(&mut self.data);
         segments.clear();
-        data.clear();
         let result = Self::collect_segments(chain, &mut segments).and_then(|()| {
-            let request = self.parse(&segments, &mut data)?;
-            let outcome = self.execute(&request, &data);
+            let request = self.parse(&mut segments)?;
+            let outcome = self.execute(&request, &segments);
             Ok((request.status, outcome))
         });
         self.segments = segments;
-        self.data = data;
 
         let (status_address, outcome) = match result {
             Ok((status_address, outcome)) => (Some(status_address), outcome),
