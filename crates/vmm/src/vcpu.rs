@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
@@ -23,10 +22,9 @@ pub struct VcpuContext {
     pub pio: Arc<Bus>,
     /// MMIO devices.
     pub mmio: Arc<Bus>,
-    /// The latch that records the VM's end.
+    /// The latch that records the VM's end. The threads return once it is
+    /// set.
     pub exit: Arc<ExitSignal>,
-    /// Set when the threads must return.
-    pub stop: Arc<AtomicBool>,
 }
 
 /// Returns the signal used to interrupt KVM_RUN.
@@ -57,11 +55,11 @@ pub fn spawn(index: u8, vcpu: VcpuFd, context: VcpuContext) -> std::io::Result<J
         .spawn(move || run(index, vcpu, &context))
 }
 
-/// Signals `threads` until every one has returned, then joins them.
-pub fn stop_all(threads: Vec<JoinHandle<()>>, stop: &AtomicBool) {
-    stop.store(true, Ordering::Release);
+/// Signals `threads` until every one has returned, then joins them. The
+/// VM's exit must already be recorded, or the threads go on running.
+pub fn stop_all(threads: Vec<JoinHandle<()>>) {
     for thread in threads {
-        // A kick that lands between the stop check and KVM_RUN is lost,
+        // A kick that lands between the exit check and KVM_RUN is lost,
         // so keep kicking until the thread is gone.
         while !thread.is_finished() {
             let _ = thread.kill(kick_signal());
@@ -75,7 +73,7 @@ fn run(index: u8, mut vcpu: VcpuFd, context: &VcpuContext) {
     // A device that ends the VM (reset, power-off) does so during an exit;
     // checking before every entry stops this vCPU at that instruction, as
     // a real reset would.
-    while !context.stop.load(Ordering::Acquire) && !context.exit.is_triggered() {
+    while !context.exit.is_triggered() {
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 context.pio.read(u64::from(port), data);

@@ -2,7 +2,6 @@
 //! devices, ACPI tables, the kernel, and the vCPU threads.
 
 use std::fs::File;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
@@ -299,19 +298,22 @@ impl Vm {
             None => None,
         };
 
-        let stop = Arc::new(AtomicBool::new(false));
         let context = VcpuContext {
             pio: self.pio.clone(),
             mmio: self.mmio.clone(),
             exit: self.controller.exit.clone(),
-            stop: stop.clone(),
         };
         let mut threads = Vec::new();
         for (index, vcpu) in self.vcpus.drain(..).enumerate() {
             match vcpu::spawn(index as u8, vcpu, context.clone()) {
                 Ok(thread) => threads.push(thread),
                 Err(source) => {
-                    vcpu::stop_all(threads, &stop);
+                    // The threads already started return once an exit is
+                    // recorded.
+                    self.controller.exit.trigger(VmExit::Fatal(format!(
+                        "vcpu{index}: cannot start the thread: {source}"
+                    )));
+                    vcpu::stop_all(threads);
                     return Err(VmError::Resource {
                         what: "a vCPU thread",
                         source,
@@ -322,7 +324,7 @@ impl Vm {
         log::debug!("vm {}: running", self.name);
 
         let exit = self.controller.exit.wait();
-        vcpu::stop_all(threads, &stop);
+        vcpu::stop_all(threads);
         let _ = input_stop.write(1);
         if let Some(thread) = input_thread {
             let _ = thread.join();
