@@ -304,24 +304,24 @@ impl Vm {
             exit: self.controller.exit.clone(),
         };
         let mut threads = Vec::new();
+        let mut spawn_error = None;
         for (index, vcpu) in self.vcpus.drain(..).enumerate() {
             match vcpu::spawn(index as u8, vcpu, context.clone()) {
                 Ok(thread) => threads.push(thread),
                 Err(source) => {
                     // The threads already started return once an exit is
-                    // recorded.
+                    // recorded, and the cleanup below runs as for any exit.
                     self.controller.exit.trigger(VmExit::Fatal(format!(
                         "vcpu{index}: cannot start the thread: {source}"
                     )));
-                    vcpu::stop_all(threads);
-                    return Err(VmError::Resource {
-                        what: "a vCPU thread",
-                        source,
-                    });
+                    spawn_error = Some(source);
+                    break;
                 }
             }
         }
-        log::debug!("vm {}: running", self.name);
+        if spawn_error.is_none() {
+            log::debug!("vm {}: running", self.name);
+        }
 
         let exit = self.controller.exit.wait();
         vcpu::stop_all(threads);
@@ -332,7 +332,13 @@ impl Vm {
         for device in &self.pci_devices {
             lock_device(device).stop();
         }
-        Ok(exit)
+        match spawn_error {
+            Some(source) => Err(VmError::Resource {
+                what: "a vCPU thread",
+                source,
+            }),
+            None => Ok(exit),
+        }
     }
 }
 
