@@ -136,7 +136,6 @@ fn kernel_format(kernel: &mut File) -> Result<KernelFormat, BootError> {
 pub fn load_linux(ram: &GuestRam, source: BootSource, rsdp: u64) -> Result<BootEntry, BootError> {
     let memory = ram.memory().as_ref();
     let low_ram_end = ram.low_ram_end();
-    let memory_mib = low_ram_end >> 20;
 
     let (entry, kernel_end, mut header) = match kernel_format(source.kernel)? {
         KernelFormat::BzImage => load_bzimage(memory, source.kernel, low_ram_end)?,
@@ -152,16 +151,7 @@ pub fn load_linux(ram: &GuestRam, source: BootSource, rsdp: u64) -> Result<BootE
     header.cmdline_size = source.cmdline.len() as u32;
 
     if let Some(initrd) = source.initrd {
-        let (address, size) = load_initrd(memory, initrd, &header, kernel_end, low_ram_end)
-            .map_err(|e| match e {
-                BootError::MemoryTooSmallForInitrd { initrd_bytes, .. } => {
-                    BootError::MemoryTooSmallForInitrd {
-                        memory_mib,
-                        initrd_bytes,
-                    }
-                }
-                other => other,
-            })?;
+        let (address, size) = load_initrd(memory, initrd, &header, kernel_end, low_ram_end)?;
         header.ramdisk_image = address as u32;
         header.ramdisk_size = size as u32;
     }
@@ -196,13 +186,13 @@ fn load_bzimage(
     );
     let result = match result {
         Ok(result) => result,
-        Err(_) if kernel_file_len(kernel)? + HIGH_MEMORY_START > low_ram_end => {
-            return Err(memory_too_small(
-                low_ram_end,
-                kernel_file_len(kernel)? + HIGH_MEMORY_START,
-            ));
+        Err(e) => {
+            let needed = kernel_file_len(kernel)? + HIGH_MEMORY_START;
+            if needed > low_ram_end {
+                return Err(memory_too_small(low_ram_end, needed));
+            }
+            return Err(BootError::LoadKernel(e));
         }
-        Err(e) => return Err(BootError::LoadKernel(e)),
     };
     let mut header = result
         .setup_header
@@ -350,12 +340,12 @@ fn load_initrd(
         max => u64::from(max) + 1,
     }
     .min(low_ram_end);
-    let address = limit.checked_sub(size).ok_or(too_small)? & !(PAGE_SIZE - 1);
+    let Some(address) = limit.checked_sub(size) else {
+        return Err(too_small);
+    };
+    let address = address & !(PAGE_SIZE - 1);
     if address < kernel_end.next_multiple_of(PAGE_SIZE) {
-        return Err(BootError::MemoryTooSmallForInitrd {
-            memory_mib: low_ram_end >> 20,
-            initrd_bytes: size,
-        });
+        return Err(too_small);
     }
     initrd.seek(SeekFrom::Start(0)).map_err(read)?;
     memory
