@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::{KernelLoader, bzimage::BzImage, elf::Elf};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{
     ACPI_START, BIOS_AREA_END, CMDLINE_MAX_BYTES, CMDLINE_START, EBDA_START, HIGH_MEMORY_START,
@@ -371,9 +371,4 @@ pub fn e820_map(ram: &GuestRam) -> Vec<boot_e820_entry> {
         }
     }
     map
-}
-
-/// Returns true when `address` lies in guest RAM.
-pub fn in_ram(memory: &GuestMemoryMmap, address: u64) -> bool {
-    memory.address_in_range(GuestAddress(address))
 }

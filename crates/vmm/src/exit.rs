@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 /// The cause of a guest reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,16 +76,6 @@ impl ExitSignal {
             .clone()
             .expect("wait_while returns once an exit is set")
     }
-
-    /// Like [`ExitSignal::wait`], but gives up after `timeout`.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<VmExit> {
-        let current = crate::bus::lock_device(&self.exit);
-        let (current, _) = self
-            .changed
-            .wait_timeout_while(current, timeout, |exit| exit.is_none())
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        current.clone()
-    }
 }
 
 #[cfg(test)]
@@ -99,11 +88,5 @@ mod tests {
         signal.trigger(VmExit::Reset(ResetCause::Keyboard));
         signal.trigger(VmExit::PowerOff);
         assert_eq!(signal.wait(), VmExit::Reset(ResetCause::Keyboard));
-    }
-
-    #[test]
-    fn wait_timeout_without_exit_returns_none() {
-        let signal = ExitSignal::new();
-        assert_eq!(signal.wait_timeout(Duration::from_millis(1)), None);
     }
 }

@@ -44,10 +44,9 @@ pub enum MemoryError {
     },
 }
 
-/// Guest RAM with the memfd that backs it.
+/// Guest RAM, mapped from a memfd, and its layout.
 pub struct GuestRam {
     memory: Arc<GuestMemoryMmap>,
-    memfd: Arc<File>,
     ranges: Vec<RamRange>,
 }
 
@@ -110,7 +109,6 @@ impl GuestRam {
 
         Ok(GuestRam {
             memory: Arc::new(memory),
-            memfd,
             ranges,
         })
     }
@@ -138,11 +136,6 @@ impl GuestRam {
     /// Returns the mapped guest memory, shared with device threads.
     pub fn memory(&self) -> &Arc<GuestMemoryMmap> {
         &self.memory
-    }
-
-    /// Returns the memfd behind guest memory.
-    pub fn memfd(&self) -> &Arc<File> {
-        &self.memfd
     }
 
     /// Returns the RAM ranges, in guest physical address order.

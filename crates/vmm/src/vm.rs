@@ -174,11 +174,6 @@ impl VmController {
     pub fn stop(&self) {
         self.exit.trigger(VmExit::Stopped);
     }
-
-    /// Returns the exit signal, to wait for the VM's end from another thread.
-    pub fn exit_signal(&self) -> &Arc<ExitSignal> {
-        &self.exit
-    }
 }
 
 /// A VM ready to run.

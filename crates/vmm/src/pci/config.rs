@@ -5,8 +5,6 @@
 pub const COMMAND: usize = 0x04;
 /// Command register bit: the device decodes memory BARs.
 pub const COMMAND_MEMORY_SPACE: u16 = 1 << 1;
-/// Command register bit: the device may master the bus (needed for MSI).
-pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
 const STATUS_CAPABILITIES_LIST: u32 = 1 << 20;
 const BAR0: usize = 0x10;
 const CAPABILITIES_POINTER: usize = 0x34;
@@ -72,12 +70,6 @@ impl PciConfiguration {
             next_capability: FIRST_CAPABILITY,
             last_capability: None,
         }
-    }
-
-    /// Sets the header type register (0x80 marks a multi-function device).
-    pub fn set_header_type(&mut self, header_type: u8) {
-        self.registers[0x0c / 4] =
-            (self.registers[0x0c / 4] & 0xff00_ffff) | u32::from(header_type) << 16;
     }
 
     /// Declares BAR `index` as a 32-bit non-prefetchable memory BAR of

@@ -30,7 +30,7 @@ use crate::irq::{IrqError, IrqRouting};
 use crate::memory::GuestMemoryMmap;
 use crate::pci::PciDevice;
 use crate::pci::config::{PciConfiguration, PciIdentity};
-use crate::pci::msix::{MSIX_ENTRY_BYTES, MsixTable};
+use crate::pci::msix::MsixTable;
 use crate::warnings::WarningBudget;
 
 /// Size of BAR 0.
@@ -627,10 +627,4 @@ impl PciDevice for VirtioPciDevice {
         }
         self.access_bar(offset, None, Some(data));
     }
-}
-
-/// Returns the BAR offset of MSI-X entry `vector`, for tests that program
-/// vectors.
-pub const fn msix_entry_offset(vector: u16) -> u64 {
-    MSIX_TABLE_OFFSET + vector as u64 * MSIX_ENTRY_BYTES
 }
