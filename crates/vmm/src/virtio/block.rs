@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_BLOCK, VirtioDevice,
-    Worker,
+    Worker, single_queue,
 };
 use crate::memory::GuestMemoryMmap;
 use crate::warnings::WarningBudget;
@@ -62,7 +62,6 @@ pub struct Block {
     name: String,
     disk: Arc<Disk>,
     id: [u8; ID_BYTES],
-    queue_sizes: [u16; 1],
     config: [u8; CONFIG_BYTES],
     worker: Option<Worker>,
 }
@@ -80,7 +79,6 @@ impl Block {
             name,
             disk,
             id,
-            queue_sizes: [QUEUE_SIZE],
             config,
             worker: None,
         }
@@ -112,7 +110,7 @@ impl VirtioDevice for Block {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+        &[QUEUE_SIZE]
     }
 
     fn device_features(&self) -> u64 {
@@ -138,13 +136,7 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, context: ActivateContext) -> Result<(), ActivateError> {
-        let actual = context.queues.len();
-        let Some(queue) = context.queues.into_iter().next().filter(|_| actual == 1) else {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                actual,
-            });
-        };
+        let queue = single_queue(context.queues)?;
         let handler = BlockHandler {
             queue,
             requests: RequestServer {

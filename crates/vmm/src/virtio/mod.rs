@@ -139,6 +139,17 @@ pub enum ActivateError {
     SpawnWorker(#[source] std::io::Error),
 }
 
+/// Takes the queue of a one-queue device out of the queues the driver set
+/// up. Any other number of queues is a QueueCount error.
+pub(crate) fn single_queue(queues: Vec<ActiveQueue>) -> Result<ActiveQueue, ActivateError> {
+    let [queue] =
+        <[ActiveQueue; 1]>::try_from(queues).map_err(|queues| ActivateError::QueueCount {
+            expected: 1,
+            actual: queues.len(),
+        })?;
+    Ok(queue)
+}
+
 /// A virtio device model driven by a transport.
 pub trait VirtioDevice: Send {
     /// Returns the virtio device type (virtio 1.2 §5).

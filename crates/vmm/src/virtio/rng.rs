@@ -8,6 +8,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     ActivateContext, ActivateError, ActiveQueue, QueueHandler, VIRTIO_ID_RNG, VirtioDevice, Worker,
+    single_queue,
 };
 use crate::memory::GuestMemoryMmap;
 use crate::warnings::WarningBudget;
@@ -19,17 +20,13 @@ const MAX_BYTES_PER_REQUEST: u32 = 64 * 1024;
 
 /// The virtio-rng device.
 pub struct Rng {
-    queue_sizes: [u16; 1],
     worker: Option<Worker>,
 }
 
 impl Rng {
     /// Creates the device.
     pub fn new() -> Rng {
-        Rng {
-            queue_sizes: [QUEUE_SIZE],
-            worker: None,
-        }
+        Rng { worker: None }
     }
 }
 
@@ -45,7 +42,7 @@ impl VirtioDevice for Rng {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+        &[QUEUE_SIZE]
     }
 
     fn device_features(&self) -> u64 {
@@ -60,13 +57,7 @@ impl VirtioDevice for Rng {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, context: ActivateContext) -> Result<(), ActivateError> {
-        let actual = context.queues.len();
-        let Some(queue) = context.queues.into_iter().next().filter(|_| actual == 1) else {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                actual,
-            });
-        };
+        let queue = single_queue(context.queues)?;
         let handler = RngHandler {
             memory: context.memory,
             queue,
