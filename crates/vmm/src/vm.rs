@@ -27,6 +27,7 @@ use crate::pci::{
     PCI_CONFIG_PORT_BASE, PCI_CONFIG_PORT_COUNT, PciBus, PciConfigIo, PciDevice, PciMmioWindow,
 };
 use crate::vcpu::{self, VcpuContext};
+use crate::virtio::VirtioDevice;
 use crate::virtio::block::Block;
 use crate::virtio::pci::{BAR_SIZE, TransportPlacement, VirtioPciDevice};
 use crate::virtio::rng::Rng;
@@ -141,6 +142,10 @@ pub enum VmError {
 
 fn kvm_error(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
+}
+
+fn resource_error(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
+    move |source| VmError::Resource { what, source }
 }
 
 struct KvmSciLine(Arc<VmFd>);
@@ -267,27 +272,16 @@ impl Vm {
     /// Runs the VM until the guest powers off or resets, a vCPU fails, or
     /// [`VmController::stop`] is called.
     pub fn run(mut self) -> Result<VmExit, VmError> {
-        vcpu::install_kick_handler().map_err(|source| VmError::Resource {
-            what: "the vCPU kick signal handler",
-            source,
-        })?;
-        let input_stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Resource {
-            what: "an eventfd",
-            source,
-        })?;
+        vcpu::install_kick_handler().map_err(resource_error("the vCPU kick signal handler"))?;
+        let input_stop = EventFd::new(libc::EFD_NONBLOCK).map_err(resource_error("an eventfd"))?;
         let input_thread = match self.console_input.take() {
             Some(input) => {
-                let stop = input_stop.try_clone().map_err(|source| VmError::Resource {
-                    what: "an eventfd",
-                    source,
-                })?;
+                let stop = input_stop
+                    .try_clone()
+                    .map_err(resource_error("an eventfd"))?;
                 Some(
-                    spawn_input_thread(self.serial.clone(), input, stop).map_err(|source| {
-                        VmError::Resource {
-                            what: "the console input thread",
-                            source,
-                        }
-                    })?,
+                    spawn_input_thread(self.serial.clone(), input, stop)
+                        .map_err(resource_error("the console input thread"))?,
                 )
             }
             None => None,
@@ -328,10 +322,7 @@ impl Vm {
             lock_device(device).stop();
         }
         match spawn_error {
-            Some(source) => Err(VmError::Resource {
-                what: "a vCPU thread",
-                source,
-            }),
+            Some(source) => Err(resource_error("a vCPU thread")(source)),
             None => Ok(exit),
         }
     }
@@ -354,9 +345,7 @@ fn build_devices(
 ) -> Result<Devices, VmError> {
     let mut pio = Bus::new(AddressSpace::Pio);
     let mut mmio = Bus::new(AddressSpace::Mmio);
-    let resource = |what| move |source| VmError::Resource { what, source };
-
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(resource("an eventfd"))?;
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(resource_error("an eventfd"))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(kvm_error("KVM_IRQFD for COM1"))?;
     let output = std::mem::replace(&mut config.console.output, ConsoleOutput::Discard);
@@ -399,42 +388,34 @@ fn build_devices(
 
     let mut pci_bus = PciBus::new();
     let mut pci_devices = Vec::new();
-    let rng = VirtioPciDevice::new(
-        Box::new(Rng::new()),
-        TransportPlacement {
-            bar_address: PCI_MMIO_START as u32,
-            name: "viornd".to_string(),
-        },
-        vm.clone(),
-        routing.clone(),
-        ram.memory().clone(),
-    )?;
-    let rng = Arc::new(Mutex::new(rng));
-    pci_devices.push(rng.clone());
-    pci_bus
-        .add(rng as Arc<Mutex<dyn PciDevice>>)
-        .expect("a new bus has free slots");
+    // Puts `device` behind the virtio PCI transport on the bus. BAR 0 of
+    // the n-th device is the n-th BAR-sized block of the PCI MMIO window.
+    let mut add_virtio_device =
+        |device: Box<dyn VirtioDevice>, name: String| -> Result<(), VmError> {
+            let bar_address = PCI_MMIO_START + u64::from(BAR_SIZE) * pci_devices.len() as u64;
+            let device = VirtioPciDevice::new(
+                device,
+                TransportPlacement {
+                    bar_address: bar_address as u32,
+                    name,
+                },
+                vm.clone(),
+                routing.clone(),
+                ram.memory().clone(),
+            )?;
+            let device = Arc::new(Mutex::new(device));
+            pci_devices.push(device.clone());
+            pci_bus
+                .add(device as Arc<Mutex<dyn PciDevice>>)
+                .expect("the rng and MAX_DISKS disks fit the bus");
+            Ok(())
+        };
 
+    add_virtio_device(Box::<Rng>::default(), "viornd".to_string())?;
     for (index, disk) in config.disks.drain(..).enumerate() {
         let name = format!("vioblk{index}");
         let block = Block::new(name.clone(), disk.disk, &disk.serial);
-        // BAR 0 of the n-th device after the rng, in BAR-sized steps.
-        let bar_address = PCI_MMIO_START + u64::from(BAR_SIZE) * (index as u64 + 1);
-        let device = VirtioPciDevice::new(
-            Box::new(block),
-            TransportPlacement {
-                bar_address: bar_address as u32,
-                name,
-            },
-            vm.clone(),
-            routing.clone(),
-            ram.memory().clone(),
-        )?;
-        let device = Arc::new(Mutex::new(device));
-        pci_devices.push(device.clone());
-        pci_bus
-            .add(device as Arc<Mutex<dyn PciDevice>>)
-            .expect("MAX_DISKS devices fit the bus");
+        add_virtio_device(Box::new(block), name)?;
     }
     debug_assert!(u64::from(BAR_SIZE) * pci_devices.len() as u64 <= PCI_MMIO_SIZE);
 
