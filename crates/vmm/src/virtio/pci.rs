@@ -430,77 +430,81 @@ impl VirtioPciDevice {
         }
     }
 
-    fn access_bar(&mut self, offset: u64, read: Option<&mut [u8]>, write: Option<&[u8]>) {
-        match offset {
-            COMMON_CONFIG_OFFSET..0x38 => {
-                // Only naturally aligned accesses of the register's width
-                // or of 32 bits for 64-bit registers (virtio 1.2 §4.1.3.1).
-                if let Some(data) = read {
-                    self.read_common(offset, data);
-                } else if let Some(data) = write {
-                    self.write_common(offset, data);
-                }
+    fn access_bar(&mut self, offset: u64, access: BarAccess) {
+        match (offset, access) {
+            // Only naturally aligned accesses of the register's width or of
+            // 32 bits for 64-bit registers (virtio 1.2 §4.1.3.1).
+            (COMMON_CONFIG_OFFSET..0x38, BarAccess::Read(data)) => self.read_common(offset, data),
+            (COMMON_CONFIG_OFFSET..0x38, BarAccess::Write(data)) => self.write_common(offset, data),
+            (ISR_OFFSET, BarAccess::Read(data)) => {
+                data.fill(0);
+                // Reading ISR clears it (virtio 1.2 §4.1.4.5).
+                data[0] = self.isr.swap(0, Ordering::AcqRel);
             }
-            ISR_OFFSET => {
-                if let Some(data) = read {
-                    data.fill(0);
-                    // Reading ISR clears it (virtio 1.2 §4.1.4.5).
-                    data[0] = self.isr.swap(0, Ordering::AcqRel);
-                }
+            (DEVICE_CONFIG_OFFSET..0x2000, BarAccess::Read(data)) => {
+                self.device.read_config(offset - DEVICE_CONFIG_OFFSET, data);
             }
-            DEVICE_CONFIG_OFFSET..0x2000 => {
-                let offset = offset - DEVICE_CONFIG_OFFSET;
-                if let Some(data) = read {
-                    self.device.read_config(offset, data);
-                } else if let Some(data) = write {
-                    self.device.write_config(offset, data);
-                }
+            (DEVICE_CONFIG_OFFSET..0x2000, BarAccess::Write(data)) => {
+                self.device
+                    .write_config(offset - DEVICE_CONFIG_OFFSET, data);
             }
-            NOTIFY_OFFSET..MSIX_TABLE_OFFSET if write.is_some() => {
+            (NOTIFY_OFFSET..MSIX_TABLE_OFFSET, BarAccess::Write(_)) => {
                 self.notify_queue(offset - NOTIFY_OFFSET);
             }
-            MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET => {
-                let offset = offset - MSIX_TABLE_OFFSET;
-                if let Some(data) = read {
-                    self.msix.read_table(offset, data);
-                } else if let Some(data) = write {
-                    self.msix.write_table(offset, data);
-                }
+            (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET, BarAccess::Read(data)) => {
+                self.msix.read_table(offset - MSIX_TABLE_OFFSET, data);
             }
-            MSIX_PBA_OFFSET.. => {
-                if let Some(data) = read {
-                    self.msix.read_pba(offset - MSIX_PBA_OFFSET, data);
-                }
+            (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET, BarAccess::Write(data)) => {
+                self.msix.write_table(offset - MSIX_TABLE_OFFSET, data);
+            }
+            (MSIX_PBA_OFFSET.., BarAccess::Read(data)) => {
+                self.msix.read_pba(offset - MSIX_PBA_OFFSET, data);
             }
             _ => {}
         }
     }
 
-    // The VIRTIO_PCI_CAP_PCI_CFG window: configuration-space access to BAR
-    // contents at the offset and length the driver put in the capability.
-    fn access_pci_cfg_window(&mut self, read: Option<&mut [u8]>, write: Option<&[u8]>) {
+    // The VIRTIO_PCI_CAP_PCI_CFG window gives configuration-space access to
+    // BAR contents at the offset and length the driver put in the
+    // capability. Returns that offset and length, or None when they do not
+    // select a 1-, 2- or 4-byte access to BAR 0.
+    fn pci_cfg_window_target(&self) -> Option<(u64, usize)> {
         let cap = self.pci_cfg_capability;
         let bar = self.config.read_byte(cap + 4);
         let offset = u64::from(self.config.read_register(cap + 8));
         let length = self.config.read_register(cap + 12) as usize;
         if bar != 0 || !matches!(length, 1 | 2 | 4) {
-            return;
+            return None;
         }
-        match (read, write) {
-            (Some(_), _) => {
-                let mut data = vec![0u8; length];
-                self.access_bar(offset, Some(&mut data), None);
-                let mut window = [0u8; 4];
-                window[..length].copy_from_slice(&data);
-                self.config.write_raw(cap + 16, &window);
-            }
-            (None, Some(data)) => {
-                let len = length.min(data.len());
-                self.access_bar(offset, None, Some(&data[..len]));
-            }
-            (None, None) => {}
-        }
+        Some((offset, length))
     }
+
+    // Fills the window's data field from the BAR contents it selects.
+    fn read_pci_cfg_window(&mut self) {
+        let Some((offset, length)) = self.pci_cfg_window_target() else {
+            return;
+        };
+        let mut window = [0u8; 4];
+        self.access_bar(offset, BarAccess::Read(&mut window[..length]));
+        self.config.write_raw(self.pci_cfg_capability + 16, &window);
+    }
+
+    // Writes `data`, cut to the window's length, to the BAR contents the
+    // window selects.
+    fn write_pci_cfg_window(&mut self, data: &[u8]) {
+        let Some((offset, length)) = self.pci_cfg_window_target() else {
+            return;
+        };
+        let len = length.min(data.len());
+        self.access_bar(offset, BarAccess::Write(&data[..len]));
+    }
+}
+
+/// A driver access to BAR 0: the bytes to fill for a read, or the bytes
+/// written.
+enum BarAccess<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
 }
 
 fn build_queue(
@@ -576,7 +580,7 @@ impl PciDevice for VirtioPciDevice {
     fn read_config(&mut self, offset: usize) -> u32 {
         let window = self.pci_cfg_capability + 16;
         if offset == window {
-            self.access_pci_cfg_window(Some(&mut []), None);
+            self.read_pci_cfg_window();
         }
         self.config.read_register(offset)
     }
@@ -584,7 +588,7 @@ impl PciDevice for VirtioPciDevice {
     fn write_config(&mut self, offset: usize, data: &[u8]) {
         let window = self.pci_cfg_capability + 16;
         if offset >= window && offset < window + 4 {
-            self.access_pci_cfg_window(None, Some(data));
+            self.write_pci_cfg_window(data);
             return;
         }
         let old_bar = self.config.bar_address(0);
@@ -618,13 +622,13 @@ impl PciDevice for VirtioPciDevice {
         if !matches!(data.len(), 1 | 2 | 4 | 8) {
             return;
         }
-        self.access_bar(offset, Some(data), None);
+        self.access_bar(offset, BarAccess::Read(data));
     }
 
     fn write_bar(&mut self, _bar: usize, offset: u64, data: &[u8]) {
         if !matches!(data.len(), 1 | 2 | 4 | 8) {
             return;
         }
-        self.access_bar(offset, None, Some(data));
+        self.access_bar(offset, BarAccess::Write(data));
     }
 }
