@@ -289,29 +289,23 @@ impl VirtioPciDevice {
                     q.enabled = value & 1 == 1;
                 }
             }
-            0x20 | 0x24 | 0x28 | 0x2c | 0x30 | 0x34 => self.write_queue_address(offset, data),
+            0x20 | 0x24 | 0x28 | 0x2c | 0x30 | 0x34 => {
+                let wide = data.len() == 8;
+                if let Some(q) = self.selected_queue() {
+                    let field = match offset & !0x7 {
+                        0x20 => &mut q.desc,
+                        0x28 => &mut q.driver,
+                        _ => &mut q.device,
+                    };
+                    *field = match (offset % 8, wide) {
+                        (0, true) => value,
+                        (0, false) => low(*field),
+                        _ => high(*field),
+                    };
+                }
+            }
             _ => {}
         }
-    }
-
-    fn write_queue_address(&mut self, offset: u64, data: &[u8]) {
-        let mut bytes = [0u8; 8];
-        bytes[..data.len()].copy_from_slice(data);
-        let value = u64::from_le_bytes(bytes);
-        let wide = data.len() == 8;
-        let Some(q) = self.selected_queue() else {
-            return;
-        };
-        let field = match offset & !0x7 {
-            0x20 => &mut q.desc,
-            0x28 => &mut q.driver,
-            _ => &mut q.device,
-        };
-        *field = match (offset % 8, wide) {
-            (0, true) => value,
-            (0, false) => (*field & !0xffff_ffff) | (value & 0xffff_ffff),
-            _ => (*field & 0xffff_ffff) | (value << 32),
-        };
     }
 
     fn write_status(&mut self, status: u8) {
@@ -367,8 +361,9 @@ impl VirtioPciDevice {
         let bar = self.config.bar_address(0).ok_or("memory decoding is off")?;
         let event_idx = self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0;
         let mut active = Vec::with_capacity(self.queues.len());
-        for (index, registers) in self.queues.clone().iter().enumerate() {
-            let queue = build_queue(registers, event_idx, &self.memory)
+        for index in 0..self.queues.len() {
+            let registers = self.queues[index];
+            let queue = build_queue(&registers, event_idx, &self.memory)
                 .map_err(|e| format!("queue {index}: {e}"))?;
             let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| e.to_string())?;
             let address = bar + NOTIFY_OFFSET + u64::from(NOTIFY_OFF_MULTIPLIER) * index as u64;
