@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use super::pci::{QueueRegisters, build_queue};
 use super::{ActivateContext, ActivateError, ActiveQueue, QueueInterrupt, VirtioDevice};
 use crate::memory::GuestMemoryMmap;
 
@@ -92,7 +93,7 @@ impl QueueDriver {
             memory: memory.clone(),
             acked_features: 0,
             queues: vec![ActiveQueue {
-                queue: driver.device_queue(),
+                queue: driver.device_queue(memory),
                 notify: device_notify,
                 interrupt: QueueInterrupt::new(None, Arc::new(AtomicU8::new(0))),
             }],
@@ -100,24 +101,18 @@ impl QueueDriver {
         Ok((driver, notify))
     }
 
-    /// Returns the device side of this queue, configured and ready.
-    pub fn device_queue(&self) -> Queue {
-        let mut queue = Queue::new(self.size).expect("the size is a power of two");
-        queue.set_size(self.size);
-        queue.set_desc_table_address(
-            Some(self.desc_table as u32),
-            Some((self.desc_table >> 32) as u32),
-        );
-        queue.set_avail_ring_address(
-            Some(self.avail_ring as u32),
-            Some((self.avail_ring >> 32) as u32),
-        );
-        queue.set_used_ring_address(
-            Some(self.used_ring as u32),
-            Some((self.used_ring >> 32) as u32),
-        );
-        queue.set_ready(true);
-        queue
+    /// Returns the device side of this queue, configured and ready, as
+    /// the PCI transport builds it for a driver without EVENT_IDX.
+    pub fn device_queue(&self, memory: &GuestMemoryMmap) -> Queue {
+        let registers = QueueRegisters {
+            enabled: true,
+            desc: self.desc_table,
+            driver: self.avail_ring,
+            device: self.used_ring,
+            ..QueueRegisters::new(self.size)
+        };
+        build_queue(&registers, false, memory)
+            .expect("the size is a power of two and the queue is in guest memory")
     }
 
     /// Returns the number of free descriptors.

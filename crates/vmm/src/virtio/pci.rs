@@ -64,18 +64,18 @@ const STATUS_DEVICE_NEEDS_RESET: u8 = 64;
 
 /// Per-queue registers as the driver programs them.
 #[derive(Clone, Copy)]
-struct QueueRegisters {
-    max_size: u16,
-    size: u16,
-    msix_vector: u16,
-    enabled: bool,
-    desc: u64,
-    driver: u64,
-    device: u64,
+pub(super) struct QueueRegisters {
+    pub(super) max_size: u16,
+    pub(super) size: u16,
+    pub(super) msix_vector: u16,
+    pub(super) enabled: bool,
+    pub(super) desc: u64,
+    pub(super) driver: u64,
+    pub(super) device: u64,
 }
 
 impl QueueRegisters {
-    fn new(max_size: u16) -> QueueRegisters {
+    pub(super) fn new(max_size: u16) -> QueueRegisters {
         QueueRegisters {
             max_size,
             size: max_size,
@@ -502,7 +502,9 @@ enum BarAccess<'a> {
     Write(&'a [u8]),
 }
 
-fn build_queue(
+/// Builds the device side of a queue from the registers the driver
+/// programmed, checked against guest memory.
+pub(super) fn build_queue(
     registers: &QueueRegisters,
     event_idx: bool,
     memory: &GuestMemoryMmap,
