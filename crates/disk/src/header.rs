@@ -65,7 +65,7 @@ impl Qcow2Header {
 }
 
 /// Returns the guest bytes one L2 table (one L1 entry) maps: the table
-/// holds cluster_size / 8 entries of one cluster each, so 2^(2 *
+/// has cluster_size / 8 entries of one cluster each, so 2^(2 *
 /// cluster_bits - 3) bytes, at most 2^39 since cluster_bits <= 21.
 pub(crate) fn bytes_per_l2_table(cluster_bits: u32) -> u64 {
     1u64 << (2 * cluster_bits - 3)

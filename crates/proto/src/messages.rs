@@ -18,7 +18,7 @@ pub enum VmTarget {
 }
 
 impl VmTarget {
-    /// Whether this names the VM with `id` and `name`.
+    /// Returns whether this names the VM with `id` and `name`.
     pub fn matches(&self, id: u32, name: &str) -> bool {
         match self {
             VmTarget::Id(target) => *target == id,
@@ -76,7 +76,7 @@ pub struct StartRequest {
 }
 
 impl StartRequest {
-    /// Whether the request sets anything beyond a kernel: such a request
+    /// Returns whether the request sets anything beyond a kernel: such a request
     /// defines a new VM (OpenBSD's vmc_flags), so it needs something to
     /// boot and cannot restart a VM defined elsewhere.
     pub fn has_options(&self) -> bool {

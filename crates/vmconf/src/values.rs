@@ -268,7 +268,7 @@ pub(crate) fn interface_name_problem(name: &str) -> Option<InterfaceNameProblem>
     None
 }
 
-/// What is wrong with an interface name.
+/// The defect of an invalid interface name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum InterfaceNameProblem {
     /// Empty, `.`, `..`, or with a character Linux refuses.

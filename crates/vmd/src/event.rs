@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-/// The poll timeout that ends just after `deadline`, or no timeout
-/// without one.
+/// Returns the poll timeout that ends just after `deadline`, or no
+/// timeout without one.
 pub fn timeout_until(deadline: Option<Instant>) -> PollTimeout {
     deadline.map_or(PollTimeout::NONE, |deadline| {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -46,7 +46,8 @@ struct Flags {
 }
 
 impl Flags {
-    /// The -d and -v flags that vmd passes on to the processes it starts.
+    /// Returns the -d and -v flags that vmd passes on to the processes it
+    /// starts.
     fn logging_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if self.debug {

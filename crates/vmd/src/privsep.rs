@@ -30,8 +30,8 @@ pub enum Role {
 }
 
 impl Role {
-    /// The role's name: the value of `--role` and the prefix of its log
-    /// messages.
+    /// Returns the role's name: the value of `--role` and the prefix of
+    /// its log messages.
     pub fn name(self) -> &'static str {
         match self {
             Role::Control => "control",

@@ -363,7 +363,7 @@ impl Parser {
         self.error(cursor, token.line, message)
     }
 
-    /// The error for a token that is none of a block's options: a keyword
+    /// Reports a token that is not one of a block's options: a keyword
     /// or word gets the closest of `choices` suggested, anything else is a
     /// syntax error expecting `expected`.
     fn unknown_option(

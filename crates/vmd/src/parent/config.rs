@@ -143,7 +143,7 @@ impl StaggeredStart {
         batch
     }
 
-    /// Whether VM `id` waits in the queue.
+    /// Returns whether VM `id` waits in the queue.
     pub fn contains(&self, id: u32) -> bool {
         self.queue.contains(&id)
     }
